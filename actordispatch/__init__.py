@@ -1,0 +1,34 @@
+"""
+actordispatch: a Twisted event dispatcher whose handlers run in isolated child
+processes of an ampoule pool, over AMP.
+
+    >>> from actordispatch import EventDispatcher
+"""
+
+from actordispatch._dispatcher import DispatcherStats, EventDispatcher
+from actordispatch._errors import (
+    ActorDispatchError,
+    EventEncodingError,
+    EventTooLargeError,
+    HandlerImportError,
+    NotRunningError,
+)
+from actordispatch._invocation import Invocation
+from actordispatch._pool import AmpoulePool
+from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
+
+__all__ = [
+    "STATUSES",
+    "ActorDispatchError",
+    "AmpoulePool",
+    "DispatchResult",
+    "DispatcherStats",
+    "EventDispatcher",
+    "EventEncodingError",
+    "EventTooLargeError",
+    "HandlerImportError",
+    "HandlerOutcome",
+    "Invocation",
+    "NotRunningError",
+    "Status",
+]

@@ -1,0 +1,372 @@
+"""
+Events and results to bytes and back: JSON with type tags.  Never pickle.
+
+Events travel parent -> child.  JSON cannot say "namedtuple" or "datetime", so
+before encoding, values JSON lacks are replaced by tagged objects::
+
+    {"__ad__": "namedtuple", "type": "myapp.events:UserEvent", "fields": {...}}
+
+The child (L{decode_event}) rebuilds the tagged types, importing the named class
+when it can and falling back to an equivalent plain structure when it cannot.
+
+Results travel child -> parent, and the child is not trusted: L{decode_result}
+turns every tag into plain JSON values (records become dicts, tuples and sets
+become lists, dates become ISO strings), so the parent never builds a class named
+by bytes a child sent.  The one non-JSON type it keeps is C{bytes}.
+
+Invocations are batched: L{encode_batch} frames many C{(handler, event)} pairs in
+one JSON array, reusing each event's bytes (encoded once per event, not once per
+handler), and L{encode_outcome_record}/L{join_records} frame the replies.
+
+This module is pure: no Twisted, no processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import datetime
+import importlib
+import json
+import math
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from actordispatch._errors import EventEncodingError, EventTooLargeError
+
+TAG = "__ad__"
+
+#: Default cap on one encoded event (bytes).
+DEFAULT_MAX_EVENT_SIZE = 32 * 1024 * 1024
+#: Default cap on one encoded handler result (bytes).
+DEFAULT_MAX_RESULT_SIZE = 16 * 1024 * 1024
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
+)
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _tag(value: Any, path: str) -> Any:
+    """
+    Replace, recursively, every value JSON cannot carry by a tagged object.
+    """
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise EventEncodingError(f"{path}: non-finite float {value!r}")
+        return value
+    if kind is list:
+        return [_tag(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if kind is dict:
+        if TAG not in value and all(type(key) is str for key in value):
+            return {key: _tag(item, f"{path}[{key!r}]") for key, item in value.items()}
+        return {
+            TAG: "dict",
+            "items": [
+                [_tag(key, f"{path} key"), _tag(item, f"{path}[{key!r}]")]
+                for key, item in value.items()
+            ],
+        }
+    if isinstance(value, tuple):
+        fields = getattr(value, "_fields", None)
+        if fields is not None:
+            return {
+                TAG: "namedtuple",
+                "type": _type_name(kind),
+                "fields": {
+                    name: _tag(item, f"{path}.{name}")
+                    for name, item in zip(fields, value, strict=True)
+                },
+            }
+        return {TAG: "tuple", "items": [_tag(item, path) for item in value]}
+    if isinstance(value, (set, frozenset)):
+        return {
+            TAG: "frozenset" if isinstance(value, frozenset) else "set",
+            "items": [_tag(item, path) for item in value],
+        }
+    if isinstance(value, (bytes, bytearray)):
+        return {TAG: "bytes", "b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, datetime.datetime):
+        return {TAG: "datetime", "iso": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {TAG: "date", "iso": value.isoformat()}
+    if isinstance(value, datetime.time):
+        return {TAG: "time", "iso": value.isoformat()}
+    if isinstance(value, datetime.timedelta):
+        return {
+            TAG: "timedelta",
+            "days": value.days,
+            "seconds": value.seconds,
+            "microseconds": value.microseconds,
+        }
+    if attrs.has(kind):
+        return {
+            TAG: "attrs",
+            "type": _type_name(kind),
+            "fields": {
+                f.alias: _tag(getattr(value, f.name), f"{path}.{f.name}")
+                for f in attrs.fields(kind)
+                if f.init
+            },
+        }
+    if dataclasses.is_dataclass(value):
+        return {
+            TAG: "dataclass",
+            "type": _type_name(kind),
+            "fields": {
+                f.name: _tag(getattr(value, f.name), f"{path}.{f.name}")
+                for f in dataclasses.fields(value)
+                if f.init
+            },
+        }
+    if isinstance(value, (str, int, float)):
+        # Subclasses (IntEnum, StrEnum, ...) travel as their base value.
+        return _tag(
+            (str if isinstance(value, str) else int if isinstance(value, int) else float)(
+                value
+            ),
+            path,
+        )
+    if isinstance(value, (list, dict)):
+        return _tag(list(value) if isinstance(value, list) else dict(value), path)
+    raise EventEncodingError(
+        f"{path}: cannot encode a value of type {_type_name(kind)}; supported are "
+        "JSON values, tuples, namedtuples, sets, bytes, datetime values, "
+        "attrs classes and dataclasses"
+    )
+
+
+def encode_value(value: Any, *, what: str = "event") -> str:
+    """
+    Encode C{value} as tagged JSON text.
+
+    @raise EventEncodingError: if C{value} holds something the codec cannot carry.
+    """
+    try:
+        return _encoder.encode(_tag(value, what))
+    except EventEncodingError:
+        raise
+    except (ValueError, TypeError, RecursionError) as e:
+        raise EventEncodingError(f"{what}: cannot encode: {e}") from None
+
+
+def encode_event(value: Any, max_size: int = DEFAULT_MAX_EVENT_SIZE) -> bytes:
+    """
+    Encode an event for the children, refusing one above C{max_size} bytes.
+
+    @raise EventEncodingError: if the event holds an unsupported value.
+    @raise EventTooLargeError: if the encoded event exceeds C{max_size}.
+    """
+    data = encode_value(value).encode("utf-8")
+    if len(data) > max_size:
+        raise EventTooLargeError(
+            f"encoded event is {len(data)} bytes, above the cap of {max_size} bytes"
+        )
+    return data
+
+
+# --- rebuilding (child side) -------------------------------------------------
+
+_class_cache: dict[str, type | None] = {}
+
+
+def _import_class(name: str) -> type | None:
+    """
+    Import C{"module:Qual.Name"}, or C{None} if that fails for any reason.
+    """
+    if name in _class_cache:
+        return _class_cache[name]
+    found: type | None = None
+    try:
+        module_name, _, qualname = name.partition(":")
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, type):
+            found = obj
+    except Exception:
+        found = None
+    _class_cache[name] = found
+    return found
+
+
+def _fallback_record(kind: str, name: str, fields: dict[str, Any]) -> Any:
+    if kind == "namedtuple":
+        short = name.rpartition(".")[2].rpartition(":")[2] or "Record"
+        if not short.isidentifier():
+            short = "Record"
+        cls = collections.namedtuple(short, list(fields), rename=True)  # type: ignore[misc]
+        return cls(*fields.values())
+    return types.SimpleNamespace(**fields)
+
+
+def _rebuild_record(kind: str, obj: dict[str, Any]) -> Any:
+    name = obj.get("type", "")
+    fields = obj.get("fields", {})
+    cls = _import_class(name)
+    if cls is not None:
+        try:
+            return cls(**fields)
+        except Exception:
+            pass
+    return _fallback_record(kind, name, fields)
+
+
+def _hashable(key: Any) -> Any:
+    if isinstance(key, list):
+        return tuple(_hashable(item) for item in key)
+    if isinstance(key, dict):
+        return tuple((k, _hashable(v)) for k, v in key.items())
+    return key
+
+
+_REBUILD: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "namedtuple": lambda o: _rebuild_record("namedtuple", o),
+    "attrs": lambda o: _rebuild_record("attrs", o),
+    "dataclass": lambda o: _rebuild_record("dataclass", o),
+    "tuple": lambda o: tuple(o["items"]),
+    "set": lambda o: {_hashable(i) for i in o["items"]},
+    "frozenset": lambda o: frozenset(_hashable(i) for i in o["items"]),
+    "dict": lambda o: {_hashable(k): v for k, v in o["items"]},
+    "bytes": lambda o: base64.b64decode(o["b64"]),
+    "datetime": lambda o: datetime.datetime.fromisoformat(o["iso"]),
+    "date": lambda o: datetime.date.fromisoformat(o["iso"]),
+    "time": lambda o: datetime.time.fromisoformat(o["iso"]),
+    "timedelta": lambda o: datetime.timedelta(
+        days=o["days"], seconds=o["seconds"], microseconds=o["microseconds"]
+    ),
+}
+
+
+def _rebuild_hook(obj: dict[str, Any]) -> Any:
+    kind = obj.get(TAG)
+    if kind is None:
+        return obj
+    rebuild = _REBUILD.get(kind)
+    return obj if rebuild is None else rebuild(obj)
+
+
+_PLAIN: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "namedtuple": lambda o: dict(o["fields"]),
+    "attrs": lambda o: dict(o["fields"]),
+    "dataclass": lambda o: dict(o["fields"]),
+    "tuple": lambda o: list(o["items"]),
+    "set": lambda o: list(o["items"]),
+    "frozenset": lambda o: list(o["items"]),
+    "dict": lambda o: {_hashable(k): v for k, v in o["items"]},
+    "bytes": lambda o: base64.b64decode(o["b64"]),
+    "datetime": lambda o: str(o["iso"]),
+    "date": lambda o: str(o["iso"]),
+    "time": lambda o: str(o["iso"]),
+    "timedelta": lambda o: o["days"] * 86400 + o["seconds"] + o["microseconds"] / 1e6,
+}
+
+
+def _plain_hook(obj: dict[str, Any]) -> Any:
+    kind = obj.get(TAG)
+    if kind is None:
+        return obj
+    plain = _PLAIN.get(kind)
+    if plain is None:
+        return obj
+    try:
+        return plain(obj)
+    except Exception:
+        # A malformed tag from an untrusted child stays the plain dict it was.
+        return obj
+
+
+def decode_event(data: bytes | str) -> Any:
+    """
+    Decode an event, rebuilding its types (child side).
+    """
+    return json.loads(data, object_hook=_rebuild_hook)
+
+
+def decode_result(data: bytes | str) -> Any:
+    """
+    Decode a value a child sent, to plain JSON values (and C{bytes}) only.
+    """
+    return json.loads(data, object_hook=_plain_hook)
+
+
+# --- batch framing -------------------------------------------------------------
+
+
+def encode_batch(items: Sequence[tuple[str, bytes]]) -> bytes:
+    """
+    Frame C{(handler name, encoded event)} pairs as one JSON array, without
+    decoding or re-encoding the events.
+    """
+    return b"[" + b",".join(
+        b"[" + json.dumps(handler).encode("utf-8") + b"," + event + b"]"
+        for handler, event in items
+    ) + b"]"
+
+
+def decode_batch(data: bytes) -> list[tuple[str, Any]]:
+    """
+    Decode a batch framed by L{encode_batch} (child side), rebuilding events.
+
+    @raise ValueError: if the batch is not a list of C{[name, event]} pairs.
+    """
+    batch = decode_event(data)
+    if not isinstance(batch, list) or not all(
+        isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+        for item in batch
+    ):
+        raise ValueError("a batch must be a JSON list of [handler, event] pairs")
+    return [(name, event) for name, event in batch]
+
+
+def encode_outcome_record(
+    status: str,
+    duration: float,
+    value_json: str | None = None,
+    error: tuple[str, str, str] | None = None,
+) -> str:
+    """
+    One child reply record: C{status}, C{duration} and either the already
+    encoded C{value_json} or C{error} as C{(type, message, traceback)}.
+    """
+    head = f'{{"s":{json.dumps(status)},"d":{duration!r}'
+    if error is not None:
+        kind, message, tb = error
+        return (
+            f'{head},"t":{json.dumps(kind)},"m":{json.dumps(message)},'
+            f'"tb":{json.dumps(tb)}}}'
+        )
+    return f'{head},"v":{value_json if value_json is not None else "null"}}}'
+
+
+def join_records(records: Sequence[str]) -> bytes:
+    """
+    Frame reply records as one JSON array.
+    """
+    return ("[" + ",".join(records) + "]").encode("utf-8")
+
+
+def decode_records(data: bytes, expected: int) -> list[dict[str, Any]]:
+    """
+    Decode the reply records a child sent (parent side, untrusted input).
+
+    @raise ValueError: if the reply is not a list of C{expected} records.
+    """
+    records = decode_result(data)
+    if (
+        not isinstance(records, list)
+        or len(records) != expected
+        or not all(isinstance(r, dict) and isinstance(r.get("s"), str) for r in records)
+    ):
+        raise ValueError(f"expected a list of {expected} reply records")
+    return records

@@ -1,0 +1,580 @@
+"""
+The dispatcher actor: L{EventDispatcher}.
+
+It owns the handler registry and a mailbox of accepted events.  Each accepted
+event is I{planned} at once (the handlers that match it now, per phase), then runs
+phase by phase: every handler of a phase is sent to the pool together, and the
+phase ends when each has a final outcome.  By default one event at a time goes
+through all its phases, in fire order; C{max_in_flight} lets more run at once,
+and C{order_by} keeps fire order among events that share a keyword's value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, encode_event
+from actordispatch._errors import ActorDispatchError, HandlerImportError, NotRunningError
+from actordispatch._invocation import Invocation
+from actordispatch._match import MatchSpec
+from actordispatch._pool import AmpoulePool
+from actordispatch._registry import HandlerRegistry, Registration, handler_name
+from actordispatch._result import DispatchResult, HandlerOutcome
+from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
+
+_log = Logger()
+
+#: Names of C{add_event_handler}'s own parameters and options (and
+#: C{fire_event}'s event), which therefore cannot be match keywords.
+RESERVED_KEYWORDS = frozenset({"handler", "phase", "max_calls", "timeout", "event"})
+
+
+@frozen
+class DispatcherStats:
+    """
+    Counters of a dispatcher.  Always C{accepted == finished + in_flight +
+    queued}.
+
+    @ivar accepted: events C{fire_event} accepted (did not fail at once).
+    @ivar finished: events whose L{DispatchResult} has been delivered.
+    @ivar in_flight: events running their phases.
+    @ivar queued: accepted events waiting for their turn.
+    @ivar handlers: live registered handlers.
+    """
+
+    accepted: int
+    finished: int
+    in_flight: int
+    queued: int
+    handlers: int
+
+
+@define(eq=False)
+class _Delivery:
+    """
+    One accepted event on its way through the phases.
+    """
+
+    event: bytes
+    order_key: Hashable
+    plan: list[list[Registration]]
+    done: Deferred[DispatchResult]
+    outcomes: list[HandlerOutcome] = field(factory=list)
+    phase_index: int = 0
+
+
+def _validate_keyword_name(name: object) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"match keyword {name!r} must be an identifier string")
+    if name in RESERVED_KEYWORDS:
+        raise ValueError(
+            f"match keyword {name!r} collides with an option or parameter name "
+            f"({', '.join(sorted(RESERVED_KEYWORDS))}); choose another"
+        )
+    return name
+
+
+@implementer(IEventDispatcher, IBackgroundUtility)
+class EventDispatcher:
+    """
+    A generic event dispatcher whose handlers run in isolated child processes.
+
+    @param allowed_match_spec_keywords: the keywords match specs and fired
+        events may use.
+    @param phases: the phases, in the order they run (any number, at least one).
+    @param reactor: the reactor; the global one by default.
+    @param pool_size: number of child processes (default: the number of CPUs).
+    @param default_timeout: seconds a handler may run when it set no timeout;
+        past it the child is killed and the outcome is C{"timeout"}.
+    @param max_in_flight: how many events may run their phases at once (1: one
+        event at a time, in fire order).
+    @param order_by: a match keyword; events with equal values of it run in fire
+        order even when C{max_in_flight} > 1 (events lacking it count as C{None}).
+    @param skip_after_failure: when true, a phase with a failed outcome makes the
+        later phases' handlers C{"skipped"}; by default they still run.
+    @param max_event_size: cap, in bytes, on an encoded event.
+    @param child_env: extra environment variables for the children (they inherit
+        nothing else but C{PYTHONPATH}).
+    @param max_batch: most invocations sent to one child in one AMP call.
+    @param recycle_after: replace a child after this many calls (0: never).
+    @param pool: an L{IHandlerPool} to use instead of the local ampoule pool.
+    """
+
+    def __init__(
+        self,
+        allowed_match_spec_keywords: Iterable[str],
+        phases: Iterable[str] = ("before", "during", "after"),
+        *,
+        reactor: Any = None,
+        pool_size: int | None = None,
+        default_timeout: float = 60.0,
+        max_in_flight: int = 1,
+        order_by: str | None = None,
+        skip_after_failure: bool = False,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        child_env: Mapping[str, str] | None = None,
+        max_batch: int = 64,
+        recycle_after: int = 0,
+        pool: IHandlerPool | None = None,
+    ) -> None:
+        if isinstance(allowed_match_spec_keywords, str):
+            raise ValueError("allowed_match_spec_keywords must be a collection of names")
+        self._keywords = {_validate_keyword_name(k) for k in allowed_match_spec_keywords}
+        self.phases: tuple[str, ...] = tuple(phases)
+        if not self.phases:
+            raise ValueError("a dispatcher needs at least one phase")
+        if len(set(self.phases)) != len(self.phases):
+            raise ValueError(f"phases must be distinct: {self.phases!r}")
+        for phase in self.phases:
+            if not isinstance(phase, str) or not phase:
+                raise ValueError(f"a phase must be a non-empty string, not {phase!r}")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be a positive int, not {max_in_flight!r}")
+        if order_by is not None and order_by not in self._keywords:
+            raise ValueError(f"order_by={order_by!r} is not an allowed match keyword")
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self._reactor = reactor
+        self._max_in_flight = max_in_flight
+        self._order_by = order_by
+        self._skip_after_failure = skip_after_failure
+        self._max_event_size = max_event_size
+        self._pool: IHandlerPool = pool or AmpoulePool(
+            size=pool_size or os.cpu_count() or 2,
+            default_timeout=default_timeout,
+            child_env=child_env,
+            max_batch=max_batch,
+            recycle_after=recycle_after,
+        )
+        self._registry = HandlerRegistry(self.phases)
+        self._checking: dict[int, Registration] = {}
+        self._checks_pending: set[Deferred[int]] = set()
+        self._running = False
+        self._stopping: Deferred[None] | None = None
+        self._pool_started = False
+        self._mailbox: deque[_Delivery] = deque()
+        self._chains: dict[Hashable, deque[_Delivery]] = {}
+        self._accepted = 0
+        self._finished = 0
+        self._in_flight = 0
+        self._queued = 0
+        self._drained: list[Deferred[None]] = []
+
+    # --- configuration -----------------------------------------------------------
+
+    @property
+    def allowed_match_spec_keywords(self) -> frozenset[str]:
+        """
+        The keywords match specs and fired events may use.
+        """
+        return frozenset(self._keywords)
+
+    @property
+    def running(self) -> bool:
+        """
+        Whether the dispatcher accepts events.
+        """
+        return self._running
+
+    def add_match_spec_keyword(self, name: str) -> None:
+        """
+        Allow one more match keyword.
+
+        @raise ValueError: if C{name} is not an identifier or collides with an
+            option name.
+        """
+        self._keywords.add(_validate_keyword_name(name))
+
+    def remove_match_spec_keyword(self, name: str) -> None:
+        """
+        Disallow a match keyword.
+
+        @raise ValueError: if C{name} is not allowed, is the C{order_by}
+            keyword, or a handler's spec constrains it.
+        """
+        if name not in self._keywords:
+            raise ValueError(f"{name!r} is not an allowed match keyword")
+        if name == self._order_by:
+            raise ValueError(f"{name!r} is the order_by keyword")
+        users = [
+            r.handler_id
+            for r in [*self._registry.registrations(), *self._checking.values()]
+            if name in r.spec.shape
+        ]
+        if users:
+            raise ValueError(
+                f"cannot remove match keyword {name!r}: handlers {users} use it"
+            )
+        self._keywords.discard(name)
+
+    def _check_keywords(self, keywords: Mapping[str, object], what: str) -> None:
+        unknown = sorted(set(keywords) - self._keywords)
+        if unknown:
+            raise ValueError(
+                f"{what} uses keywords that are not allowed: {', '.join(unknown)} "
+                f"(allowed: {', '.join(sorted(self._keywords)) or 'none'})"
+            )
+
+    # --- handlers ------------------------------------------------------------------
+
+    def add_event_handler(
+        self,
+        handler: Callable[[Any], Any] | str,
+        phase: str,
+        *,
+        max_calls: int | None = None,
+        timeout: float | None = None,
+        **match_spec: Hashable,
+    ) -> Deferred[int]:
+        """
+        Register C{handler} to run in C{phase} for every event matching
+        C{match_spec}.
+
+        @param handler: a module-level callable, or its name C{"pkg.mod:attr"}
+            (which the parent never imports: a child does).
+        @param max_calls: run at most this many times, then remove itself.
+        @param timeout: seconds the handler may run (default: the pool's).
+        @return: a Deferred firing with the handler's id (never reused).  For a
+            callable it fires at once; for a name, once a child has imported it
+            (the children start on the first such check, if not started yet),
+            failing with L{HandlerImportError} if it cannot.
+        @raise ValueError: at once, for an unknown phase or keyword, an
+            unhashable value, bad options, or a callable a child cannot import.
+        """
+        if phase not in self.phases:
+            raise ValueError(f"unknown phase {phase!r}; phases are {self.phases!r}")
+        self._check_keywords(match_spec, "match spec")
+        if max_calls is not None and (
+            not isinstance(max_calls, int) or isinstance(max_calls, bool) or max_calls < 1
+        ):
+            raise ValueError(f"max_calls must be a positive int, not {max_calls!r}")
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        name = handler_name(handler)
+        registration = Registration(
+            handler_id=self._registry.new_id(),
+            handler=name,
+            phase=phase,
+            spec=MatchSpec.from_keywords(match_spec),
+            max_calls=max_calls,
+            timeout=None if timeout is None else float(timeout),
+        )
+        if not isinstance(handler, str):
+            self._registry.register(registration)
+            _log.info(
+                "handler {handler_id} {handler} added to phase {phase}",
+                handler_id=registration.handler_id,
+                handler=name,
+                phase=phase,
+            )
+            return succeed(registration.handler_id)
+        return self._check_then_register(registration)
+
+    def _check_then_register(self, registration: Registration) -> Deferred[int]:
+        self._ensure_pool()
+        self._checking[registration.handler_id] = registration
+        check = self._pool.check_handler(registration.handler)
+        self._checks_pending.add(check)
+
+        def checked(result: object) -> int:
+            self._checks_pending.discard(check)
+            still_wanted = self._checking.pop(registration.handler_id, None)
+            if isinstance(result, Failure):
+                if isinstance(result.value, HandlerImportError):
+                    _log.warn("{error}", error=result.value)
+                    raise result.value
+                raise HandlerImportError(
+                    f"could not check handler {registration.handler!r}: "
+                    f"{result.getErrorMessage()}"
+                )
+            if still_wanted is not None:
+                self._registry.register(registration)
+                _log.info(
+                    "handler {handler_id} {handler} added to phase {phase}",
+                    handler_id=registration.handler_id,
+                    handler=registration.handler,
+                    phase=registration.phase,
+                )
+            self._maybe_drained()
+            return registration.handler_id
+
+        return check.addBoth(checked)  # type: ignore[return-value]
+
+    def remove_event_handler(self, handler_id: int) -> Deferred[None]:
+        """
+        Remove a handler.  Invocations already running finish; those planned for
+        accepted events but not started yet end C{"skipped"}.
+
+        @return: a Deferred firing with C{None}, or failing with C{KeyError} if
+            C{handler_id} is unknown or already removed.
+        """
+        if self._checking.pop(handler_id, None) is not None:
+            return succeed(None)
+        try:
+            registration = self._registry.remove(handler_id)
+        except KeyError as e:
+            return fail(e)
+        _log.info(
+            "handler {handler_id} {handler} removed",
+            handler_id=handler_id,
+            handler=registration.handler,
+        )
+        return succeed(None)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def _ensure_pool(self) -> Deferred[None]:
+        # Pools' start() is idempotent: it answers when the workers are ready.
+        self._pool_started = True
+        return self._pool.start()  # type: ignore[no-any-return]
+
+    def start(self) -> Deferred[None]:
+        """
+        Start accepting events and start the children.  Events may be fired at
+        once; they wait for the children to boot.
+
+        @return: a Deferred firing when the children are ready.
+        """
+        if self._stopping is not None:
+            return fail(ActorDispatchError("stop() has not finished; start() after it"))
+        self._running = True
+        _log.info("dispatcher starting with phases {phases}", phases=self.phases)
+        return self._ensure_pool()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop accepting events, let every accepted event finish, then stop the
+        children.  Registered handlers stay registered: C{start()} runs again
+        with fresh children.
+
+        @return: a Deferred firing when the children are gone.
+        """
+        if self._stopping is not None:
+            stopping: Deferred[None] = Deferred()
+            self._drained.append(stopping)
+            return stopping
+        self._running = False
+        self._stopping = Deferred()
+        done = self._stopping
+
+        def stop_pool(_: object) -> Deferred[None]:
+            self._pool_started = False
+            return self._pool.stop()  # type: ignore[no-any-return]
+
+        def stopped(result: object) -> object:
+            self._stopping = None
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+            _log.info("dispatcher stopped")
+            return result
+
+        done.addCallback(stop_pool).addBoth(stopped)
+        self._maybe_drained()
+        return done
+
+    def _maybe_drained(self) -> None:
+        if (
+            self._stopping is not None
+            and not self._stopping.called
+            and self._in_flight == 0
+            and self._queued == 0
+            and not self._checks_pending
+        ):
+            self._stopping.callback(None)
+
+    def stats(self) -> DispatcherStats:
+        """
+        The dispatcher's counters now.
+        """
+        return DispatcherStats(
+            accepted=self._accepted,
+            finished=self._finished,
+            in_flight=self._in_flight,
+            queued=self._queued,
+            handlers=len(self._registry),
+        )
+
+    # --- events --------------------------------------------------------------------
+
+    def fire_event(self, event: Any, **keywords: Hashable) -> Deferred[DispatchResult]:
+        """
+        Dispatch C{event} to every handler whose match spec matches C{keywords},
+        phase by phase.
+
+        @return: a Deferred firing with the L{DispatchResult}, one outcome per
+            matching handler (a handler's failure is an outcome, not a failure
+            of this Deferred).  It fails with L{NotRunningError} when the
+            dispatcher is not running, and with L{EventEncodingError} or
+            L{EventTooLargeError} when the event cannot be sent to a child.
+        @raise ValueError: at once, for a keyword that is not allowed or a value
+            that is not hashable.
+        """
+        self._check_keywords(keywords, "fire_event")
+        for name, value in keywords.items():
+            try:
+                hash(value)
+            except TypeError:
+                raise ValueError(
+                    f"keyword {name!r} has an unhashable value {value!r}"
+                ) from None
+        if not self._running:
+            return fail(
+                NotRunningError(
+                    "the dispatcher is not running (call start(); it is stopped "
+                    "or stopping): the event was not accepted"
+                )
+            )
+        try:
+            data = encode_event(event, self._max_event_size)
+        except ActorDispatchError as e:
+            return fail(e)
+        delivery = _Delivery(
+            event=data,
+            order_key=keywords.get(self._order_by) if self._order_by else None,
+            plan=self._registry.plan(keywords),
+            done=Deferred(),
+        )
+        self._accepted += 1
+        self._queued += 1
+        if self._order_by is None:
+            self._mailbox.append(delivery)
+        else:
+            chain = self._chains.get(delivery.order_key)
+            if chain is None:
+                self._chains[delivery.order_key] = deque()
+                self._mailbox.append(delivery)
+            else:
+                chain.append(delivery)
+        result = delivery.done
+        self._pump()
+        return result
+
+    def _pump(self) -> None:
+        while self._mailbox and self._in_flight < self._max_in_flight:
+            delivery = self._mailbox.popleft()
+            self._queued -= 1
+            self._in_flight += 1
+            self._run_phase(delivery)
+
+    def _run_phase(self, delivery: _Delivery) -> None:
+        """
+        Start every handler of the current phase; move on when all settled.
+        """
+        while delivery.phase_index < len(self.phases):
+            phase = self.phases[delivery.phase_index]
+            planned = delivery.plan[delivery.phase_index]
+            delivery.phase_index += 1
+            if planned:
+                self._start_phase(delivery, phase, planned)
+                return
+        self._finish(delivery)
+
+    def _start_phase(
+        self, delivery: _Delivery, phase: str, planned: list[Registration]
+    ) -> None:
+        skip = self._skip_after_failure and any(
+            not o.ok for o in delivery.outcomes
+        )
+        slots: list[HandlerOutcome | None] = [None] * len(planned)
+        remaining = [len(planned)]
+
+        def settled(outcome: HandlerOutcome, slot: int) -> None:
+            slots[slot] = outcome
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                delivery.outcomes.extend(slots)  # type: ignore[arg-type]
+                _log.debug(
+                    "phase {phase} done: {ok}/{total} ok",
+                    phase=phase,
+                    ok=sum(1 for o in slots if o is not None and o.ok),
+                    total=len(slots),
+                )
+                self._run_phase(delivery)
+
+        for slot, registration in enumerate(planned):
+            invocation = Invocation(
+                handler_id=registration.handler_id,
+                handler=registration.handler,
+                phase=phase,
+                event=delivery.event,
+                timeout=registration.timeout,
+            )
+            if registration.removed or skip:
+                if not registration.removed:
+                    self._registry.release(registration)
+                settled(
+                    invocation.outcome(
+                        "skipped",
+                        error_message=(
+                            "an earlier phase failed"
+                            if skip
+                            else "the handler was removed before its phase ran"
+                        ),
+                    ),
+                    slot,
+                )
+                continue
+            d = self._pool.invoke(invocation)
+            d.addCallback(self._record, registration)
+            d.addErrback(self._pool_broke, invocation)
+            d.addCallback(settled, slot)
+            d.addErrback(self._bug, delivery)
+
+    def _record(self, outcome: HandlerOutcome, registration: Registration) -> HandlerOutcome:
+        self._registry.settle(registration)
+        if not outcome.ok:
+            _log.info(
+                "handler {handler_id} {handler} in phase {phase}: {status} "
+                "{error_type}: {error_message}",
+                handler_id=outcome.handler_id,
+                handler=outcome.handler,
+                phase=outcome.phase,
+                status=outcome.status,
+                error_type=outcome.error_type,
+                error_message=outcome.error_message,
+            )
+        return outcome
+
+    def _pool_broke(self, reason: Failure, invocation: Invocation) -> HandlerOutcome:
+        # A pool must always answer with an outcome; if it failed instead, the
+        # invocation still gets one.
+        _log.failure("pool failed an invocation instead of answering", reason)
+        return invocation.outcome(
+            "crashed",
+            error_type=f"{reason.type.__module__}.{reason.type.__qualname__}",  # type: ignore[union-attr]
+            error_message=reason.getErrorMessage(),
+        )
+
+    def _bug(self, reason: Failure, delivery: _Delivery) -> None:
+        _log.failure("dispatcher bug while running an event", reason)
+        if not delivery.done.called:
+            self._in_flight -= 1
+            self._finished += 1
+            delivery.done.errback(reason)
+
+    def _finish(self, delivery: _Delivery) -> None:
+        self._in_flight -= 1
+        self._finished += 1
+        if self._order_by is not None:
+            chain = self._chains[delivery.order_key]
+            if chain:
+                self._mailbox.append(chain.popleft())
+            else:
+                del self._chains[delivery.order_key]
+        delivery.done.callback(DispatchResult(delivery.outcomes))
+        self._pump()
+        self._maybe_drained()

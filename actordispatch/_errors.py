@@ -1,0 +1,54 @@
+"""
+The exceptions of actordispatch.
+
+Every error the library raises on purpose derives from L{ActorDispatchError}, so
+that callers can tell a dispatcher-level problem from a failure of their own code.
+Errors that also mean "bad argument" derive from C{ValueError} too, so code written
+for the original C{twisted_event_dispatcher} that catches C{ValueError} still works.
+
+This module imports nothing from Twisted: the child side uses it as well.
+"""
+
+from __future__ import annotations
+
+
+class ActorDispatchError(Exception):
+    """
+    Base class of every error raised by actordispatch itself.
+    """
+
+
+class NotRunningError(ActorDispatchError):
+    """
+    An event was fired on a dispatcher that is not running (never started, or
+    stopped).  The event was not accepted: nothing will run for it and it will
+    never be replayed.
+    """
+
+
+class HandlerImportError(ActorDispatchError, ImportError):
+    """
+    A child process could not import a handler given by name, or the name does not
+    refer to a callable.  The message names the handler and the child's reason.
+    """
+
+
+class EventEncodingError(ActorDispatchError, ValueError):
+    """
+    An event (or a handler's result) holds a value the codec cannot carry across a
+    process boundary: an object of an unsupported type, a non-finite float, a
+    dictionary key that is not a string, and so on.
+    """
+
+
+class EventTooLargeError(EventEncodingError):
+    """
+    An encoded event is larger than the dispatcher's configured cap.
+    """
+
+
+class BatchDecodingError(ActorDispatchError):
+    """
+    A child could not decode the batch of invocations it was sent.  This is a bug
+    or a version mismatch between parent and child, never a handler's fault.
+    """

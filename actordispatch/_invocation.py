@@ -1,0 +1,50 @@
+"""
+One handler to run for one event: the unit of work a pool receives.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from actordispatch._result import HandlerOutcome, Status
+
+
+@frozen
+class Invocation:
+    """
+    Run handler C{handler} (id C{handler_id}) of phase C{phase} on an event.
+
+    @ivar event: the event, already encoded (once per event, shared by all of its
+        invocations).
+    @ivar timeout: seconds the handler may run, or C{None} for the pool's default.
+    """
+
+    handler_id: int
+    handler: str
+    phase: str
+    event: bytes
+    timeout: float | None = None
+
+    def outcome(
+        self,
+        status: Status,
+        *,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        duration: float = 0.0,
+        pid: int | None = None,
+    ) -> HandlerOutcome:
+        """
+        An outcome of this invocation that carries no value: a failure decided
+        by the parent, or a skip.
+        """
+        return HandlerOutcome(
+            handler_id=self.handler_id,
+            handler=self.handler,
+            phase=self.phase,
+            status=status,
+            error_type=error_type,
+            error_message=error_message,
+            duration=duration,
+            pid=pid,
+        )

@@ -1,0 +1,198 @@
+"""
+Handler registrations: ids, match specs per phase, and C{max_calls} bookkeeping.
+
+Ids come from one counter and are never reused.  When an event is accepted the
+registry I{plans} it: for every phase, the handlers that match it right now.  Each
+planned invocation reserves one of a handler's C{max_calls}, so the limit is exact
+however many events are in flight: once all calls are reserved the handler leaves
+the index (no later event can match it) and, once they have all settled, the
+registry forgets it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Hashable, Mapping, Sequence
+
+from attrs import define, field
+
+from actordispatch._commands import HANDLER_NAME
+from actordispatch._match import MatchSpec, RoutingIndex
+
+
+@define(eq=False)
+class Registration:
+    """
+    One registered handler.
+
+    @ivar reserved: invocations promised to accepted events so far.
+    @ivar settled: of those, how many have a final outcome.
+    @ivar removed: set once the handler was removed (by the user or because its
+        C{max_calls} were used up); its planned invocations that have not started
+        are then skipped.
+    """
+
+    handler_id: int
+    handler: str
+    phase: str
+    spec: MatchSpec
+    max_calls: int | None = None
+    timeout: float | None = None
+    reserved: int = 0
+    settled: int = 0
+    removed: bool = False
+
+    @property
+    def exhausted(self) -> bool:
+        """
+        Whether every allowed call is already promised to some event.
+        """
+        return self.max_calls is not None and self.reserved >= self.max_calls
+
+
+@define
+class HandlerRegistry:
+    """
+    The live registrations, indexed per phase.
+    """
+
+    phases: tuple[str, ...]
+    _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
+    _by_id: dict[int, Registration] = field(factory=dict)
+    _indexes: dict[str, RoutingIndex] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._indexes = {phase: RoutingIndex() for phase in self.phases}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, handler_id: object) -> bool:
+        return handler_id in self._by_id
+
+    def new_id(self) -> int:
+        """
+        A fresh handler id, never handed out before.
+        """
+        return next(self._ids)
+
+    def register(self, registration: Registration) -> None:
+        """
+        Make C{registration} live: later events can match it.
+        """
+        self._by_id[registration.handler_id] = registration
+        self._indexes[registration.phase].add(registration.handler_id, registration.spec)
+
+    def remove(self, handler_id: int) -> Registration:
+        """
+        Remove a live handler.
+
+        @raise KeyError: if C{handler_id} is unknown or already removed.
+        """
+        try:
+            registration = self._by_id.pop(handler_id)
+        except KeyError:
+            raise KeyError(f"no handler with id {handler_id!r}") from None
+        registration.removed = True
+        self._indexes[registration.phase].discard(handler_id, registration.spec)
+        return registration
+
+    def registrations(self) -> Sequence[Registration]:
+        """
+        The live registrations, in id order.
+        """
+        return sorted(self._by_id.values(), key=lambda r: r.handler_id)
+
+    def uses_keyword(self, keyword: str) -> bool:
+        """
+        Whether any live handler's spec constrains C{keyword}.
+        """
+        return any(keyword in r.spec.shape for r in self._by_id.values())
+
+    def plan(self, keywords: Mapping[str, Hashable]) -> list[list[Registration]]:
+        """
+        The handlers an event fired with C{keywords} runs, per phase in order,
+        reserving one call of each.
+
+        @raise TypeError: if a keyword value is not hashable.
+        """
+        planned = []
+        for phase in self.phases:
+            index = self._indexes[phase]
+            chosen = [self._by_id[handler_id] for handler_id in index.match(keywords)]
+            for registration in chosen:
+                registration.reserved += 1
+                if registration.exhausted:
+                    index.discard(registration.handler_id, registration.spec)
+            planned.append(chosen)
+        return planned
+
+    def settle(self, registration: Registration) -> None:
+        """
+        Record that one reserved invocation of C{registration} has its final
+        outcome; forget the handler once all of its C{max_calls} have settled.
+        """
+        registration.settled += 1
+        if (
+            registration.max_calls is not None
+            and registration.settled >= registration.max_calls
+            and not registration.removed
+        ):
+            self.remove(registration.handler_id)
+
+    def release(self, registration: Registration) -> None:
+        """
+        Give back a reserved invocation that will not run (it was skipped), so
+        that the handler still runs its full C{max_calls}.
+        """
+        was_exhausted = registration.exhausted
+        registration.reserved -= 1
+        if was_exhausted and not registration.removed:
+            self._indexes[registration.phase].add(
+                registration.handler_id, registration.spec
+            )
+
+
+def handler_name(handler: object) -> str:
+    """
+    The C{"pkg.mod:attr"} name of a handler given as a module-level callable or
+    as a name.  A name is checked for its form only: the parent never imports it.
+
+    @raise ValueError: if C{handler} is a name of the wrong form, or a callable a
+        child process could not import (a lambda, a closure, a method of an
+        instance, anything defined in C{__main__}).
+    """
+    if isinstance(handler, str):
+        if not HANDLER_NAME.match(handler):
+            raise ValueError(
+                f"handler name {handler!r} must have the form 'package.module:attribute'"
+            )
+        return handler
+    if not callable(handler):
+        raise ValueError(f"handler must be a callable or a name, not {handler!r}")
+    module = getattr(handler, "__module__", None)
+    qualname = getattr(handler, "__qualname__", None)
+    cannot = f"handler {handler!r} cannot run in a child process: "
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise ValueError(cannot + "it has no module-level name to import it by")
+    if module == "__main__":
+        raise ValueError(
+            cannot + "it is defined in __main__, which a child cannot import; "
+            "move it to a module"
+        )
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise ValueError(
+            cannot + "lambdas and closures cannot cross a process boundary; "
+            "define it at module level"
+        )
+    target: object = sys.modules.get(module)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    if target is not handler and getattr(handler, "__self__", None) is not None:
+        raise ValueError(cannot + "a bound method of an instance cannot be imported")
+    if target is not handler:
+        raise ValueError(
+            cannot + f"{module}:{qualname} does not refer to it at module level"
+        )
+    return f"{module}:{qualname}"

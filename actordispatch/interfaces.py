@@ -1,0 +1,113 @@
+"""
+The zope.interface seams of actordispatch.
+
+L{IEventDispatcher} and L{IBackgroundUtility} are what applications program
+against (the names and shapes of the original C{twisted_event_dispatcher}).
+L{IHandlerPool} is where a phase's invocations go: the local ampoule pool is one
+implementation; tests use in-memory fakes.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IBackgroundUtility(Interface):
+    """
+    A utility with a background operation that can be started and stopped.
+    """
+
+    running = Attribute("True while the utility is started and accepting work.")
+
+    def start() -> object:
+        """
+        Start the utility.
+
+        @return: a Deferred that fires when it has started.
+        """
+
+    def stop() -> object:
+        """
+        Stop the utility, letting work already accepted finish.
+
+        @return: a Deferred that fires when it has stopped.
+        """
+
+
+class IEventDispatcher(Interface):
+    """
+    Routes fired events, by match spec, to the handlers of each phase in order.
+    """
+
+    allowed_match_spec_keywords = Attribute(
+        "The keywords match specs and fired events may use (a frozenset)."
+    )
+    phases = Attribute("The phases, in the order they run (a tuple).")
+
+    def add_event_handler(handler, phase, **match_spec) -> object:  # type: ignore[no-untyped-def]
+        """
+        Register C{handler} for C{phase}, matching events by C{match_spec}.
+
+        @return: a Deferred firing with the new handler's id.
+        """
+
+    def remove_event_handler(handler_id) -> object:  # type: ignore[no-untyped-def]
+        """
+        Remove a handler.
+
+        @return: a Deferred firing with C{None}, or failing with C{KeyError}.
+        """
+
+    def fire_event(event, **keywords) -> object:  # type: ignore[no-untyped-def]
+        """
+        Dispatch C{event} to the handlers whose specs match C{keywords}.
+
+        @return: a Deferred firing with a C{DispatchResult}.
+        """
+
+    def add_match_spec_keyword(name) -> None:  # type: ignore[no-untyped-def]
+        """
+        Allow one more match keyword.
+        """
+
+    def remove_match_spec_keyword(name) -> None:  # type: ignore[no-untyped-def]
+        """
+        Disallow a match keyword that no handler's spec uses.
+        """
+
+
+class IHandlerPool(Interface):
+    """
+    Somewhere handlers run: it checks handler names and runs invocations,
+    answering each with a C{HandlerOutcome}.
+    """
+
+    def start() -> object:
+        """
+        Start the pool.
+
+        @return: a Deferred that fires when its workers can serve.
+        """
+
+    def stop() -> object:
+        """
+        Stop the pool.  The caller has already waited for its invocations.
+
+        @return: a Deferred that fires when its workers are gone.
+        """
+
+    def check_handler(name) -> object:  # type: ignore[no-untyped-def]
+        """
+        Have a worker import the handler called C{name}.
+
+        @return: a Deferred firing when it could, failing with
+            C{HandlerImportError} when it could not.
+        """
+
+    def invoke(invocation) -> object:  # type: ignore[no-untyped-def]
+        """
+        Run one C{Invocation}.
+
+        @return: a Deferred that always fires (never fails) with its
+            C{HandlerOutcome}.
+        """
