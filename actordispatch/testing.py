@@ -1,0 +1,121 @@
+"""
+Test doubles for code that uses actordispatch (in the spirit of treq's
+C{testing} module).
+
+L{FakePool} is an in-memory L{IHandlerPool}: no processes, and every invocation
+waits until the test answers it, so a test controls exactly when each handler of
+each phase finishes.  Pass it as C{EventDispatcher(..., pool=FakePool())}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from actordispatch._errors import HandlerImportError
+from actordispatch._invocation import Invocation
+from actordispatch._result import HandlerOutcome
+from actordispatch.interfaces import IHandlerPool
+
+
+@define(eq=False)
+class FakeCall:
+    """
+    One invocation the dispatcher sent to a L{FakePool}, waiting for an answer.
+    """
+
+    invocation: Invocation
+    _done: Deferred[HandlerOutcome]
+
+    @property
+    def answered(self) -> bool:
+        """
+        Whether the test has answered this call.
+        """
+        return self._done.called
+
+    def succeed(self, value: Any = None, *, duration: float = 0.001, pid: int = 1) -> None:
+        """
+        Answer with an C{"ok"} outcome carrying C{value}.
+        """
+        inv = self.invocation
+        self._done.callback(
+            HandlerOutcome(
+                handler_id=inv.handler_id,
+                handler=inv.handler,
+                phase=inv.phase,
+                status="ok",
+                value=value,
+                duration=duration,
+                pid=pid,
+            )
+        )
+
+    def fail(
+        self,
+        status: str = "error",
+        error_type: str = "ValueError",
+        error_message: str = "boom",
+    ) -> None:
+        """
+        Answer with a failing outcome.
+        """
+        self._done.callback(
+            self.invocation.outcome(
+                status,  # type: ignore[arg-type]
+                error_type=error_type,
+                error_message=error_message,
+            )
+        )
+
+
+@implementer(IHandlerPool)
+@define(eq=False)
+class FakePool:
+    """
+    An in-memory pool.
+
+    @ivar importable: handler names that L{check_handler} accepts; C{None}
+        accepts every name.
+    @ivar answer: if set, called with each invocation to answer it at once;
+        otherwise invocations wait in L{calls} for the test.
+    """
+
+    importable: Iterable[str] | None = None
+    answer: Callable[[FakeCall], None] | None = None
+    calls: list[FakeCall] = field(factory=list)
+    checks: list[str] = field(factory=list)
+    starts: int = 0
+    stops: int = 0
+
+    def start(self) -> Deferred[None]:
+        self.starts += 1
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        self.stops += 1
+        return succeed(None)
+
+    def check_handler(self, name: str) -> Deferred[int]:
+        self.checks.append(name)
+        if self.importable is None or name in set(self.importable):
+            return succeed(1)
+        return fail(HandlerImportError(f"cannot import handler {name!r}: not in FakePool"))
+
+    def invoke(self, invocation: Invocation) -> Deferred[HandlerOutcome]:
+        done: Deferred[HandlerOutcome] = Deferred()
+        call = FakeCall(invocation, done)
+        self.calls.append(call)
+        if self.answer is not None:
+            self.answer(call)
+        return done
+
+    def pending(self) -> list[FakeCall]:
+        """
+        The calls not answered yet, in the order they were sent.
+        """
+        return [call for call in self.calls if not call.answered]

@@ -1,0 +1,101 @@
+"""
+Handlers for the integration tests.  They run in real child processes, which
+import them as C{tests.integration.handlers:NAME}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+from twisted.internet.task import deferLater
+
+
+def describe(event: Any) -> dict[str, Any]:
+    """
+    Say what the child received: the event's type, its fields, and the pid.
+    """
+    kind = type(event)
+    fields = event._asdict() if hasattr(event, "_asdict") else event
+    return {
+        "type": f"{kind.__module__}:{kind.__qualname__}",
+        "fields": fields,
+        "pid": os.getpid(),
+    }
+
+
+def slow(event: dict[str, Any]) -> float:
+    """
+    Sleep C{event["seconds"]}, then return the wall-clock time it finished.
+    """
+    time.sleep(event.get("seconds", 0.5))
+    return time.time()
+
+
+def now(event: Any) -> float:
+    """
+    Return the wall-clock time it started.
+    """
+    return time.time()
+
+
+def boom(event: Any) -> None:
+    """
+    Always raise.
+    """
+    raise ValueError(f"boom for {event!r}")
+
+
+async def async_double(event: dict[str, int]) -> int:
+    """
+    An C{async def} handler that waits on the child's reactor.
+    """
+    from twisted.internet import reactor
+
+    await deferLater(reactor, 0.01, lambda: None)  # type: ignore[arg-type]
+    return event["n"] * 2
+
+
+def digest(event: dict[str, Any]) -> dict[str, Any]:
+    """
+    Return the size and SHA-256 of C{event["blob"]} (bytes).
+    """
+    blob = event["blob"]
+    return {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def echo(event: Any) -> Any:
+    """
+    Return the event itself.
+    """
+    return event
+
+
+def environment(event: Any) -> list[str]:
+    """
+    Return the names of the child's environment variables.
+    """
+    return sorted(os.environ)
+
+
+def hang(event: Any) -> None:
+    """
+    Never finish (in C code: the child must be killed).
+    """
+    time.sleep(3600)
+
+
+def exit_now(event: Any) -> None:
+    """
+    End the child process abruptly, mid-call.
+    """
+    os._exit(3)
+
+
+def pid(event: Any) -> int:
+    """
+    Return the child's pid.
+    """
+    return os.getpid()

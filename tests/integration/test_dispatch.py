@@ -1,0 +1,305 @@
+"""
+Integration tests: a real dispatcher with real ampoule children over AMP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from typing import Any
+
+from twisted.internet import defer, utils
+from twisted.trial.unittest import TestCase
+
+from actordispatch import EventDispatcher, HandlerImportError
+from actordispatch.examples.user_created import UserEvent
+from tests.integration import handlers
+
+H = "tests.integration.handlers:"
+
+
+class RealChildrenTestCase(TestCase):
+    """
+    Creates dispatchers with two real children and always stops them.
+    """
+
+    timeout = 60
+
+    def dispatcher(self, **kwargs: Any) -> EventDispatcher:
+        kwargs.setdefault("pool_size", 2)
+        kwargs.setdefault("allowed_match_spec_keywords", ("event_type", "user", "role"))
+        dispatcher = EventDispatcher(**kwargs)
+        self.addCleanup(dispatcher.stop)
+        return dispatcher
+
+
+class ScenarioTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_readme_scenario(self) -> Any:
+        """
+        The original README scenario: a handler added by name before start runs
+        in a child process (another pid) and receives an equal UserEvent, rebuilt
+        as the same namedtuple class.
+        """
+        d = self.dispatcher()
+        hid = yield d.add_event_handler(H + "describe", "during", role="user")
+        notify = yield d.add_event_handler(
+            "actordispatch.examples.user_created:notify_admin", "during", role="user"
+        )
+        d.start()
+        event = UserEvent("user_created", "bob", "user", "1234")
+        result = yield d.fire_event(
+            event, event_type="user_created", user="bob", role="user"
+        )
+        self.assertTrue(result.ok, result)
+        described, notified = result.outcomes
+        self.assertEqual(described.handler_id, hid)
+        self.assertEqual(
+            described.value,
+            {
+                "type": "actordispatch.examples.user_created:UserEvent",
+                "fields": event._asdict(),
+                "pid": described.pid,
+            },
+        )
+        self.assertNotEqual(described.pid, os.getpid())
+        self.assertEqual(notified.handler_id, notify)
+        self.assertEqual(notified.value, "admin notified: user bob (1234) user_created")
+        self.assertGreater(described.duration, 0)
+        other = yield d.fire_event(event, event_type="user_created", role="admin")
+        self.assertEqual(other.outcomes, ())
+
+    @defer.inlineCallbacks
+    def test_phase_waits_for_slow_handler(self) -> Any:
+        """
+        Phase 2 starts only after phase 1's slow handler replied.
+        """
+        d = self.dispatcher(phases=("first", "second"))
+        yield d.start()
+        yield d.add_event_handler(H + "slow", "first")
+        yield d.add_event_handler(H + "now", "second")
+        result = yield d.fire_event({"seconds": 0.5})
+        finished, started = (o.value for o in result.outcomes)
+        self.assertGreaterEqual(started, finished)
+        self.assertGreaterEqual(result.outcomes[0].duration, 0.5)
+
+    @defer.inlineCallbacks
+    def test_raising_handler(self) -> Any:
+        """
+        A raising handler gives an "error" outcome with the child's exception
+        type, message and traceback, while the other handlers of its phase and
+        the later phases still run.
+        """
+        d = self.dispatcher()
+        yield d.start()
+        bad = yield d.add_event_handler(H + "boom", "before")
+        yield d.add_event_handler(H + "pid", "before")
+        yield d.add_event_handler(H + "pid", "after")
+        result = yield d.fire_event({"x": 1})
+        self.assertEqual([o.status for o in result.outcomes], ["error", "ok", "ok"])
+        (failure,) = result.failures
+        self.assertEqual(failure.handler_id, bad)
+        self.assertEqual(failure.error_type, "ValueError")
+        self.assertEqual(failure.error_message, "boom for {'x': 1}")
+        self.assertIn("in boom", failure.traceback)
+        self.assertIsNotNone(failure.pid)
+        again = yield d.fire_event({"x": 2})
+        self.assertEqual([o.status for o in again.outcomes], ["error", "ok", "ok"])
+
+    @defer.inlineCallbacks
+    def test_max_calls_exact_with_50_in_flight(self) -> Any:
+        """
+        max_calls=5 runs exactly five times with 50 events in flight, then the
+        handler is gone.
+        """
+        d = self.dispatcher(max_in_flight=50)
+        yield d.start()
+        limited = yield d.add_event_handler(H + "echo", "during", max_calls=5)
+        yield d.add_event_handler(H + "pid", "during")
+        results = yield defer.gatherResults(
+            [d.fire_event({"n": n}) for n in range(50)]
+        )
+        ran = [
+            o.value["n"]
+            for r in results
+            for o in r.outcomes
+            if o.handler_id == limited and o.ok
+        ]
+        self.assertEqual(sorted(ran), [0, 1, 2, 3, 4])
+        self.assertTrue(all(r.ok for r in results))
+        yield self.assertFailure(d.remove_event_handler(limited), KeyError)
+
+    @defer.inlineCallbacks
+    def test_async_handler(self) -> Any:
+        """
+        An async def handler runs on the child's reactor and its value returns.
+        """
+        d = self.dispatcher()
+        yield d.start()
+        yield d.add_event_handler(H + "async_double", "during")
+        result = yield d.fire_event({"n": 21})
+        self.assertEqual(result.outcomes[0].value, 42)
+
+    @defer.inlineCallbacks
+    def test_one_mib_event(self) -> Any:
+        """
+        A 1 MiB event (over AMP's 64 KiB value limit) and a 1 MiB result make
+        the round trip intact.
+        """
+        d = self.dispatcher()
+        yield d.start()
+        yield d.add_event_handler(H + "digest", "during")
+        yield d.add_event_handler(H + "echo", "after")
+        blob = os.urandom(1024 * 1024)
+        result = yield d.fire_event({"blob": blob})
+        self.assertTrue(result.ok, result.failures)
+        digest, echoed = result.outcomes
+        self.assertEqual(
+            digest.value, {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        )
+        self.assertEqual(echoed.value, {"blob": blob})
+
+    @defer.inlineCallbacks
+    def test_unimportable_handler(self) -> Any:
+        """
+        A handler name that a child cannot import fails add_event_handler with
+        an error naming the handler, before and after start.
+        """
+        d = self.dispatcher()
+        failure = yield self.assertFailure(
+            d.add_event_handler("tests.integration.nowhere:handler", "during"),
+            HandlerImportError,
+        )
+        self.assertIn("tests.integration.nowhere:handler", str(failure))
+        self.assertIn("No module named", str(failure))
+        yield d.start()
+        failure = yield self.assertFailure(
+            d.add_event_handler(H + "no_such_function", "during"), HandlerImportError
+        )
+        self.assertIn(H + "no_such_function", str(failure))
+        self.assertEqual(d.stats().handlers, 0)
+
+    @defer.inlineCallbacks
+    def test_add_and_remove_while_in_flight(self) -> Any:
+        """
+        Handlers added and removed while events are in flight: each event runs
+        the handlers that matched when it was accepted, minus those removed
+        before their phase ran (skipped); nothing is lost.
+        """
+        d = self.dispatcher(max_in_flight=4)
+        yield d.start()
+        first = yield d.add_event_handler(H + "slow", "before")
+        removed = yield d.add_event_handler(H + "pid", "after")
+        early = [d.fire_event({"seconds": 0.2}) for _ in range(4)]
+        # A callable registers at once (a name would wait for a free child).
+        late_handler = yield d.add_event_handler(handlers.pid, "after")
+        yield d.remove_event_handler(removed)
+        late = yield d.fire_event({"seconds": 0.0})
+        early_results = yield defer.gatherResults(early)
+        for result in early_results:
+            self.assertEqual(
+                [(o.handler_id, o.status) for o in result.outcomes],
+                [(first, "ok"), (removed, "skipped")],
+            )
+        self.assertEqual(
+            [(o.handler_id, o.status) for o in late.outcomes],
+            [(first, "ok"), (late_handler, "ok")],
+        )
+        stats = d.stats()
+        self.assertEqual((stats.accepted, stats.finished), (5, 5))
+
+
+class IsolationTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_explicit_environment(self) -> Any:
+        """
+        Children inherit no environment variables but PYTHONPATH and those the
+        user passes.
+        """
+        os.environ["ACTORDISPATCH_TEST_SECRET"] = "hunter2"
+        self.addCleanup(os.environ.pop, "ACTORDISPATCH_TEST_SECRET")
+        d = self.dispatcher(child_env={"GREETING": "hello"})
+        yield d.start()
+        yield d.add_event_handler(H + "environment", "during")
+        result = yield d.fire_event({})
+        names = set(result.outcomes[0].value)
+        self.assertNotIn("ACTORDISPATCH_TEST_SECRET", names)
+        self.assertIn("GREETING", names)
+        self.assertLessEqual(names - {"PYTHONPATH", "GREETING", "LC_CTYPE"}, set())
+
+    @defer.inlineCallbacks
+    def test_timeout_kills_child(self) -> Any:
+        """
+        A handler past its timeout ends "timeout"; its child is killed and a
+        fresh one serves the next event.
+        """
+        d = self.dispatcher(pool_size=1)
+        yield d.start()
+        stuck = yield d.add_event_handler(H + "hang", "during", timeout=0.5)
+        result = yield d.fire_event({})
+        (outcome,) = result.outcomes
+        self.assertEqual((outcome.handler_id, outcome.status), (stuck, "timeout"))
+        self.assertIn("0.5", outcome.error_message)
+        yield d.remove_event_handler(stuck)
+        yield d.add_event_handler(H + "pid", "during")
+        again = yield d.fire_event({})
+        self.assertTrue(again.ok, again.failures)
+        self.assertNotEqual(again.outcomes[0].pid, outcome.pid)
+
+    @defer.inlineCallbacks
+    def test_crash_mid_call(self) -> Any:
+        """
+        A child that exits mid-call gives a "crashed" outcome naming the exit
+        code; the next event is served.
+        """
+        d = self.dispatcher(pool_size=1)
+        yield d.start()
+        crasher = yield d.add_event_handler(H + "exit_now", "during", max_calls=1)
+        result = yield d.fire_event({})
+        (outcome,) = result.outcomes
+        self.assertEqual((outcome.handler_id, outcome.status), (crasher, "crashed"))
+        self.assertIn("exit code 3", outcome.error_message)
+        yield d.add_event_handler(H + "pid", "during")
+        again = yield d.fire_event({})
+        self.assertTrue(again.ok, again.failures)
+
+    @defer.inlineCallbacks
+    def test_restart_with_fresh_children(self) -> Any:
+        """
+        stop() then start() serves again, with new child processes, and the
+        handlers still registered.
+        """
+        d = self.dispatcher(pool_size=1)
+        yield d.start()
+        yield d.add_event_handler(H + "pid", "during")
+        before = yield d.fire_event({})
+        yield d.stop()
+        yield d.start()
+        after = yield d.fire_event({})
+        self.assertTrue(after.ok)
+        self.assertNotEqual(before.outcomes[0].value, after.outcomes[0].value)
+
+
+class DemoTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_demo_command(self) -> Any:
+        """
+        `actordispatch demo` runs the scenario with real children and prints each
+        outcome with its pid and duration, exiting 0.
+        """
+        started = time.monotonic()
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable,
+            ["-c", "import sys; from actordispatch._cli import main; sys.exit(main(['demo']))"],
+            env=dict(os.environ),
+        )
+        text = out.decode()
+        self.assertEqual(code, 0, err.decode())
+        self.assertIn("notify_admin", text)
+        self.assertIn("PermissionError: guests may not be created: mallory", text)
+        self.assertRegex(text, r"pid=\d+ +\d+\.\d+ ms")
+        self.assertLess(time.monotonic() - started, 60)

@@ -1,0 +1,544 @@
+"""
+Unit tests for the dispatcher actor, with an in-memory pool and a Clock: no
+processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from actordispatch import (
+    DispatchResult,
+    EventDispatcher,
+    EventEncodingError,
+    EventTooLargeError,
+    HandlerImportError,
+    NotRunningError,
+)
+from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
+from actordispatch.testing import FakeCall, FakePool
+
+H = "tests.test_dispatcher:module_handler"
+
+
+def module_handler(event: Any) -> Any:
+    """
+    A module-level handler (never run here: the fake pool answers).
+    """
+    return event
+
+
+def other_handler(event: Any) -> None:
+    """
+    Another module-level handler.
+    """
+
+
+def make(
+    pool: FakePool | None = None, phases: tuple[str, ...] = ("before", "during", "after"), **kw: Any
+) -> tuple[EventDispatcher, FakePool]:
+    pool = pool or FakePool()
+    dispatcher = EventDispatcher(
+        ("event_type", "user", "role"), phases, reactor=Clock(), pool=pool, **kw
+    )
+    return dispatcher, pool
+
+
+def ok_all(call: FakeCall) -> None:
+    call.succeed(call.invocation.handler_id)
+
+
+class ConstructionTests(SynchronousTestCase):
+    def test_interfaces(self) -> None:
+        """
+        The dispatcher provides IEventDispatcher and IBackgroundUtility, and the
+        fake pool provides IHandlerPool.
+        """
+        dispatcher, pool = make()
+        self.assertTrue(verifyObject(IEventDispatcher, dispatcher))
+        self.assertTrue(verifyObject(IBackgroundUtility, dispatcher))
+        self.assertTrue(verifyObject(IHandlerPool, pool))
+
+    def test_reserved_keyword_refused(self) -> None:
+        """
+        A match keyword that collides with an option of add_event_handler (or
+        fire_event's event) is refused at construction.
+        """
+        for name in ("max_calls", "timeout", "handler", "phase", "event"):
+            with self.assertRaises(ValueError) as caught:
+                EventDispatcher((name,), reactor=Clock(), pool=FakePool())
+            self.assertIn(name, str(caught.exception))
+
+    def test_bad_configuration(self) -> None:
+        """
+        No phases, duplicate phases, a non-identifier keyword, a bare string of
+        keywords, a bad max_in_flight and an order_by that is not a keyword are
+        all refused.
+        """
+        bad: list[dict[str, Any]] = [
+            {"allowed_match_spec_keywords": ("a",), "phases": ()},
+            {"allowed_match_spec_keywords": ("a",), "phases": ("x", "x")},
+            {"allowed_match_spec_keywords": ("not valid",)},
+            {"allowed_match_spec_keywords": "abc"},
+            {"allowed_match_spec_keywords": ("a",), "max_in_flight": 0},
+            {"allowed_match_spec_keywords": ("a",), "order_by": "b"},
+        ]
+        for kwargs in bad:
+            with self.assertRaises(ValueError):
+                EventDispatcher(reactor=Clock(), pool=FakePool(), **kwargs)
+
+    def test_default_phases(self) -> None:
+        """
+        The default phases are before, during, after, in that order.
+        """
+        dispatcher = EventDispatcher(("a",), reactor=Clock(), pool=FakePool())
+        self.assertEqual(dispatcher.phases, ("before", "during", "after"))
+
+
+class AddRemoveTests(SynchronousTestCase):
+    def test_callable_fires_at_once(self) -> None:
+        """
+        A module-level callable is registered at once, before start, and its
+        Deferred fires with its id; the pool is not asked to check it.
+        """
+        dispatcher, pool = make()
+        self.assertEqual(
+            self.successResultOf(dispatcher.add_event_handler(module_handler, "during")), 1
+        )
+        self.assertEqual(pool.checks, [])
+        self.assertEqual(pool.starts, 0)
+
+    def test_unknown_phase_or_keyword_raises_synchronously(self) -> None:
+        """
+        An unknown phase or keyword raises ValueError at once, and no id is used.
+        """
+        dispatcher, _ = make()
+        with self.assertRaises(ValueError):
+            dispatcher.add_event_handler(H, "nope")
+        with self.assertRaises(ValueError) as caught:
+            dispatcher.add_event_handler(H, "during", colour="red")
+        self.assertIn("colour", str(caught.exception))
+        self.assertEqual(self.successResultOf(dispatcher.add_event_handler(H, "during")), 1)
+
+    def test_lambda_refused(self) -> None:
+        """
+        A lambda cannot run in a child process: ValueError saying so.
+        """
+        dispatcher, _ = make()
+        with self.assertRaises(ValueError) as caught:
+            dispatcher.add_event_handler(lambda e: e, "during")
+        self.assertIn("cannot run in a child process", str(caught.exception))
+
+    def test_bad_options(self) -> None:
+        """
+        max_calls must be a positive int and timeout a positive number.
+        """
+        dispatcher, _ = make()
+        for options in ({"max_calls": 0}, {"max_calls": 1.5}, {"max_calls": True},
+                        {"timeout": 0}, {"timeout": -1}, {"timeout": "1"}):
+            with self.assertRaises(ValueError):
+                dispatcher.add_event_handler(module_handler, "during", **options)
+
+    def test_unhashable_spec_value(self) -> None:
+        """
+        A match spec value must be hashable.
+        """
+        dispatcher, _ = make()
+        with self.assertRaises(ValueError):
+            dispatcher.add_event_handler(module_handler, "during", user=["bob"])
+
+    def test_name_checked_by_pool(self) -> None:
+        """
+        A handler given by name is checked by the pool (which starts for it) and
+        registered once the check succeeds.
+        """
+        dispatcher, pool = make(FakePool(importable=[H]))
+        self.assertEqual(self.successResultOf(dispatcher.add_event_handler(H, "during")), 1)
+        self.assertEqual(pool.checks, [H])
+        self.assertEqual(pool.starts, 1)
+        self.assertEqual(dispatcher.stats().handlers, 1)
+
+    def test_unimportable_name_fails(self) -> None:
+        """
+        A name the pool cannot import fails the Deferred with HandlerImportError
+        naming the handler; nothing is registered; its id is not reused.
+        """
+        dispatcher, _ = make(FakePool(importable=[]))
+        failure = self.failureResultOf(
+            dispatcher.add_event_handler("no.such:thing", "during"), HandlerImportError
+        )
+        self.assertIn("no.such:thing", str(failure.value))
+        self.assertEqual(dispatcher.stats().handlers, 0)
+        self.assertEqual(
+            self.successResultOf(dispatcher.add_event_handler(module_handler, "during")), 2
+        )
+
+    def test_malformed_name_raises(self) -> None:
+        """
+        A string that is not of the form 'pkg.mod:attr' raises ValueError at once.
+        """
+        dispatcher, _ = make()
+        with self.assertRaises(ValueError):
+            dispatcher.add_event_handler("not a name", "during")
+
+    def test_remove(self) -> None:
+        """
+        Removing fires with None; removing again, or an unknown id, fails with
+        KeyError; ids are never reused.
+        """
+        dispatcher, _ = make()
+        hid = self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        self.assertIsNone(self.successResultOf(dispatcher.remove_event_handler(hid)))
+        self.failureResultOf(dispatcher.remove_event_handler(hid), KeyError)
+        self.failureResultOf(dispatcher.remove_event_handler(999), KeyError)
+        self.assertEqual(
+            self.successResultOf(dispatcher.add_event_handler(module_handler, "during")),
+            hid + 1,
+        )
+
+    def test_match_keywords_change(self) -> None:
+        """
+        Keywords can be added after construction and removed while no spec uses
+        them; a used keyword, an unknown one, or a reserved name is refused.
+        """
+        dispatcher, _ = make()
+        dispatcher.add_match_spec_keyword("tenant")
+        hid = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during", tenant="acme")
+        )
+        with self.assertRaises(ValueError):
+            dispatcher.remove_match_spec_keyword("tenant")
+        with self.assertRaises(ValueError):
+            dispatcher.remove_match_spec_keyword("nope")
+        with self.assertRaises(ValueError):
+            dispatcher.add_match_spec_keyword("max_calls")
+        self.successResultOf(dispatcher.remove_event_handler(hid))
+        dispatcher.remove_match_spec_keyword("tenant")
+        self.assertNotIn("tenant", dispatcher.allowed_match_spec_keywords)
+        with self.assertRaises(ValueError):
+            dispatcher.add_event_handler(module_handler, "during", tenant="acme")
+
+
+class FireTests(SynchronousTestCase):
+    def test_not_running(self) -> None:
+        """
+        Firing before start, or after stop, fails with NotRunningError; nothing
+        reaches the pool.
+        """
+        dispatcher, pool = make()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        self.failureResultOf(dispatcher.fire_event({}), NotRunningError)
+        dispatcher.start()
+        self.successResultOf(dispatcher.stop())
+        self.failureResultOf(dispatcher.fire_event({}), NotRunningError)
+        self.assertEqual(pool.calls, [])
+        self.assertEqual(dispatcher.stats().accepted, 0)
+
+    def test_bad_keywords(self) -> None:
+        """
+        A keyword that is not allowed, or an unhashable value, raises ValueError.
+        """
+        dispatcher, _ = make()
+        dispatcher.start()
+        with self.assertRaises(ValueError):
+            dispatcher.fire_event({}, colour="red")
+        with self.assertRaises(ValueError):
+            dispatcher.fire_event({}, user=["bob"])
+
+    def test_unencodable_and_too_large(self) -> None:
+        """
+        An event the codec cannot carry, or one above the cap, fails fire_event
+        and is not accepted.
+        """
+        dispatcher, _ = make(max_event_size=100)
+        dispatcher.start()
+        self.failureResultOf(dispatcher.fire_event(object()), EventEncodingError)
+        self.failureResultOf(dispatcher.fire_event("x" * 200), EventTooLargeError)
+        self.assertEqual(dispatcher.stats().accepted, 0)
+
+    def test_no_handlers(self) -> None:
+        """
+        An event nobody matches finishes at once with an empty, ok result.
+        """
+        dispatcher, _ = make()
+        dispatcher.start()
+        result = self.successResultOf(dispatcher.fire_event({}, user="bob"))
+        self.assertEqual(result, DispatchResult(()))
+        self.assertTrue(result.ok)
+
+    def test_matching(self) -> None:
+        """
+        Equality on constrained keywords; None constrains nothing; a keyword the
+        event lacks does not match a constrained spec; an empty spec matches all.
+        """
+        dispatcher, pool = make(FakePool(answer=ok_all))
+        dispatcher.start()
+        add = dispatcher.add_event_handler
+        by_role = self.successResultOf(add(module_handler, "during", role="user"))
+        wildcard = self.successResultOf(add(module_handler, "during", role=None))
+        everyone = self.successResultOf(add(module_handler, "during"))
+        bob = self.successResultOf(add(module_handler, "during", user="bob", role="user"))
+
+        def matched(**keywords: Any) -> list[int]:
+            result = self.successResultOf(dispatcher.fire_event({}, **keywords))
+            return [o.handler_id for o in result.outcomes]
+
+        self.assertEqual(matched(user="bob", role="user"), [by_role, wildcard, everyone, bob])
+        self.assertEqual(matched(user="eve", role="user"), [by_role, wildcard, everyone])
+        self.assertEqual(matched(user="bob"), [wildcard, everyone])
+        self.assertEqual(matched(), [wildcard, everyone])
+
+    def test_phases_in_order(self) -> None:
+        """
+        Every handler of a phase starts together; the next phase starts only
+        after each of them has an outcome; outcomes come in phase order, then
+        registration order.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        after = self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
+        before1 = self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        before2 = self.successResultOf(dispatcher.add_event_handler(other_handler, "before"))
+        d = dispatcher.fire_event({"n": 1})
+        self.assertEqual([c.invocation.handler_id for c in pool.pending()], [before1, before2])
+        pool.pending()[1].succeed("second")
+        self.assertEqual(len(pool.pending()), 1)
+        self.assertNoResult(d)
+        pool.pending()[0].succeed("first")
+        self.assertEqual([c.invocation.handler_id for c in pool.pending()], [after])
+        self.assertEqual(pool.pending()[0].invocation.phase, "after")
+        pool.pending()[0].succeed("last")
+        result = self.successResultOf(d)
+        self.assertEqual(
+            [(o.handler_id, o.phase, o.value) for o in result.outcomes],
+            [(before1, "before", "first"), (before2, "before", "second"), (after, "after", "last")],
+        )
+
+    def test_event_encoded_once(self) -> None:
+        """
+        All invocations of one event share the same encoded bytes.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        self.successResultOf(dispatcher.add_event_handler(other_handler, "before"))
+        dispatcher.fire_event({"n": 1})
+        first, second = pool.pending()
+        self.assertIs(first.invocation.event, second.invocation.event)
+
+    def test_failure_does_not_stop_others(self) -> None:
+        """
+        A failing handler is an outcome: the other handlers of its phase and the
+        later phases still run, and fire_event succeeds.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        bad = self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        self.successResultOf(dispatcher.add_event_handler(other_handler, "before"))
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
+        d = dispatcher.fire_event({})
+        pool.pending()[0].fail("error", "KeyError", "'x'")
+        pool.pending()[0].succeed()
+        pool.pending()[0].succeed()
+        result = self.successResultOf(d)
+        self.assertFalse(result.ok)
+        self.assertEqual([o.handler_id for o in result.failures], [bad])
+        self.assertEqual([o.status for o in result.outcomes], ["error", "ok", "ok"])
+        self.assertEqual(result.failures[0].error_type, "KeyError")
+
+    def test_skip_after_failure(self) -> None:
+        """
+        With skip_after_failure, a failed phase makes later handlers skipped,
+        and a skipped max_calls handler keeps its unused call.
+        """
+        dispatcher, pool = make(skip_after_failure=True)
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        later = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "after", max_calls=1)
+        )
+        d = dispatcher.fire_event({})
+        pool.pending()[0].fail("timeout")
+        result = self.successResultOf(d)
+        self.assertEqual([o.status for o in result.outcomes], ["timeout", "skipped"])
+        d = dispatcher.fire_event({})
+        pool.pending()[0].succeed()
+        self.assertEqual(pool.pending()[0].invocation.handler_id, later)
+
+    def test_removed_after_acceptance_is_skipped(self) -> None:
+        """
+        A handler removed after the event was accepted, before its phase ran,
+        ends "skipped"; one added after acceptance does not run for that event.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        doomed = self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
+        d = dispatcher.fire_event({})
+        self.successResultOf(dispatcher.remove_event_handler(doomed))
+        self.successResultOf(dispatcher.add_event_handler(other_handler, "after"))
+        pool.pending()[0].succeed()
+        result = self.successResultOf(d)
+        self.assertEqual([o.status for o in result.outcomes], ["ok", "skipped"])
+        self.assertEqual(result.outcomes[1].handler_id, doomed)
+        self.assertEqual(pool.pending(), [])
+
+    def test_max_calls_exact_in_flight(self) -> None:
+        """
+        With 50 events in flight, a max_calls=7 handler runs for exactly the
+        first 7, then is removed (removing it again fails with KeyError).
+        """
+        dispatcher, pool = make(max_in_flight=50)
+        dispatcher.start()
+        limited = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during", max_calls=7)
+        )
+        self.successResultOf(dispatcher.add_event_handler(other_handler, "during"))
+        results = [dispatcher.fire_event({"n": n}) for n in range(50)]
+        self.assertEqual(len(pool.pending()), 57)
+        for call in pool.pending():
+            call.succeed()
+        runs = [
+            n for n, d in enumerate(results)
+            if limited in [o.handler_id for o in self.successResultOf(d).outcomes]
+        ]
+        self.assertEqual(runs, list(range(7)))
+        self.failureResultOf(dispatcher.remove_event_handler(limited), KeyError)
+        self.assertEqual(dispatcher.stats().handlers, 1)
+
+    def test_serial_by_default(self) -> None:
+        """
+        By default one event at a time goes through all its phases, in fire
+        order.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
+        first = dispatcher.fire_event({"n": 1})
+        second = dispatcher.fire_event({"n": 2})
+        self.assertEqual(dispatcher.stats().queued, 1)
+        order = []
+        while pool.pending():
+            call = pool.pending()[0]
+            order.append((call.invocation.event, call.invocation.phase))
+            call.succeed()
+        self.assertEqual(
+            order,
+            [(b'{"n":1}', "before"), (b'{"n":1}', "after"),
+             (b'{"n":2}', "before"), (b'{"n":2}', "after")],
+        )
+        self.successResultOf(first)
+        self.successResultOf(second)
+
+    def test_max_in_flight(self) -> None:
+        """
+        max_in_flight=N lets N events run their phases at once; the rest queue.
+        """
+        dispatcher, pool = make(max_in_flight=3)
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        results = [dispatcher.fire_event({"n": n}) for n in range(5)]
+        self.assertEqual(len(pool.pending()), 3)
+        stats = dispatcher.stats()
+        self.assertEqual((stats.in_flight, stats.queued), (3, 2))
+        pool.pending()[1].succeed()
+        self.assertEqual(len(pool.pending()), 3)
+        self.successResultOf(results[1])
+        self.assertNoResult(results[0])
+
+    def test_order_by(self) -> None:
+        """
+        With order_by, events sharing that keyword's value run one after the
+        other in fire order, while others run alongside.
+        """
+        dispatcher, pool = make(max_in_flight=10, order_by="user")
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        dispatcher.fire_event({"n": 1}, user="bob")
+        dispatcher.fire_event({"n": 2}, user="bob")
+        dispatcher.fire_event({"n": 3}, user="eve")
+        dispatcher.fire_event({"n": 4})
+        dispatcher.fire_event({"n": 5})
+        self.assertEqual(
+            [c.invocation.event for c in pool.pending()],
+            [b'{"n":1}', b'{"n":3}', b'{"n":4}'],
+        )
+        pool.pending()[0].succeed()
+        pool.pending()[1].succeed()
+        self.assertEqual(
+            [c.invocation.event for c in pool.pending()],
+            [b'{"n":3}', b'{"n":2}', b'{"n":5}'],
+        )
+        for call in pool.pending():
+            call.succeed()
+        stats = dispatcher.stats()
+        self.assertEqual((stats.accepted, stats.finished, stats.in_flight, stats.queued), (5, 5, 0, 0))
+
+
+class LifecycleTests(SynchronousTestCase):
+    def test_stop_drains(self) -> None:
+        """
+        stop() refuses new events at once, lets in-flight and queued events
+        finish, then stops the pool; stats hold accepted == finished +
+        in_flight + queued throughout.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        first = dispatcher.fire_event({"n": 1})
+        second = dispatcher.fire_event({"n": 2})
+        stopped = dispatcher.stop()
+        self.assertFalse(dispatcher.running)
+        self.failureResultOf(dispatcher.fire_event({"n": 3}), NotRunningError)
+        self.assertNoResult(stopped)
+        self.assertEqual(pool.stops, 0)
+        while pool.pending():
+            stats = dispatcher.stats()
+            self.assertEqual(stats.accepted, stats.finished + stats.in_flight + stats.queued)
+            pool.pending()[0].succeed()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.successResultOf(stopped)
+        self.assertEqual(pool.stops, 1)
+
+    def test_restart_keeps_handlers(self) -> None:
+        """
+        start() after stop() runs again, with the handlers still registered.
+        """
+        dispatcher, pool = make(FakePool(answer=ok_all))
+        dispatcher.start()
+        hid = self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        self.successResultOf(dispatcher.stop())
+        self.successResultOf(dispatcher.start())
+        self.assertTrue(dispatcher.running)
+        result = self.successResultOf(dispatcher.fire_event({}))
+        self.assertEqual([o.handler_id for o in result.outcomes], [hid])
+        self.assertEqual(pool.starts, 2)
+
+    def test_stop_twice(self) -> None:
+        """
+        A second stop() while the first drains fires when the first does.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        dispatcher.fire_event({})
+        first = dispatcher.stop()
+        second = dispatcher.stop()
+        self.assertNoResult(second)
+        pool.pending()[0].succeed()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(pool.stops, 1)
+
+    def test_stop_before_start(self) -> None:
+        """
+        Stopping a dispatcher that never started succeeds.
+        """
+        dispatcher, _ = make()
+        self.successResultOf(dispatcher.stop())
