@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-DEMO_HANDLERS = (
+DEMO_HANDLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("actordispatch.examples.user_created:validate_user", "before", {}),
     ("actordispatch.examples.user_created:reject_guests", "before", {}),
     ("actordispatch.examples.user_created:notify_admin", "during", {"role": "user"}),

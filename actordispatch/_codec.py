@@ -132,9 +132,13 @@ def _tag(value: Any, path: str) -> Any:
     if isinstance(value, (str, int, float)):
         # Subclasses (IntEnum, StrEnum, ...) travel as their base value.
         return _tag(
-            (str if isinstance(value, str) else int if isinstance(value, int) else float)(
-                value
-            ),
+            (
+                str
+                if isinstance(value, str)
+                else int
+                if isinstance(value, int)
+                else float
+            )(value),
             path,
         )
     if isinstance(value, (list, dict)):
@@ -308,10 +312,14 @@ def encode_batch(items: Sequence[tuple[str, bytes]]) -> bytes:
     Frame C{(handler name, encoded event)} pairs as one JSON array, without
     decoding or re-encoding the events.
     """
-    return b"[" + b",".join(
-        b"[" + json.dumps(handler).encode("utf-8") + b"," + event + b"]"
-        for handler, event in items
-    ) + b"]"
+    return (
+        b"["
+        + b",".join(
+            b"[" + json.dumps(handler).encode("utf-8") + b"," + event + b"]"
+            for handler, event in items
+        )
+        + b"]"
+    )
 
 
 def decode_batch(data: bytes) -> list[tuple[str, Any]]:

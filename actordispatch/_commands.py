@@ -21,7 +21,9 @@ from actordispatch._errors import BatchDecodingError, HandlerImportError
 
 #: The form of a handler name, as the C{handler} arguments carry it: a dotted
 #: module path, a colon, a dotted attribute path (C{"myapp.handlers:notify"}).
-HANDLER_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+HANDLER_NAME = re.compile(
+    r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+)
 
 #: AMP's limit on one value.
 AMP_MAX_VALUE = 0xFFFF

@@ -23,7 +23,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, encode_event
-from actordispatch._errors import ActorDispatchError, HandlerImportError, NotRunningError
+from actordispatch._errors import (
+    ActorDispatchError,
+    HandlerImportError,
+    NotRunningError,
+)
 from actordispatch._invocation import Invocation
 from actordispatch._match import MatchSpec
 from actordispatch._pool import AmpoulePool
@@ -127,8 +131,12 @@ class EventDispatcher:
         pool: IHandlerPool | None = None,
     ) -> None:
         if isinstance(allowed_match_spec_keywords, str):
-            raise ValueError("allowed_match_spec_keywords must be a collection of names")
-        self._keywords = {_validate_keyword_name(k) for k in allowed_match_spec_keywords}
+            raise ValueError(
+                "allowed_match_spec_keywords must be a collection of names"
+            )
+        self._keywords = {
+            _validate_keyword_name(k) for k in allowed_match_spec_keywords
+        }
         self.phases: tuple[str, ...] = tuple(phases)
         if not self.phases:
             raise ValueError("a dispatcher needs at least one phase")
@@ -138,7 +146,9 @@ class EventDispatcher:
             if not isinstance(phase, str) or not phase:
                 raise ValueError(f"a phase must be a non-empty string, not {phase!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be a positive int, not {max_in_flight!r}")
+            raise ValueError(
+                f"max_in_flight must be a positive int, not {max_in_flight!r}"
+            )
         if order_by is not None and order_by not in self._keywords:
             raise ValueError(f"order_by={order_by!r} is not an allowed match keyword")
         if reactor is None:
@@ -256,13 +266,17 @@ class EventDispatcher:
             raise ValueError(f"unknown phase {phase!r}; phases are {self.phases!r}")
         self._check_keywords(match_spec, "match spec")
         if max_calls is not None and (
-            not isinstance(max_calls, int) or isinstance(max_calls, bool) or max_calls < 1
+            not isinstance(max_calls, int)
+            or isinstance(max_calls, bool)
+            or max_calls < 1
         ):
             raise ValueError(f"max_calls must be a positive int, not {max_calls!r}")
         if timeout is not None and not (
             isinstance(timeout, (int, float)) and timeout > 0
         ):
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            raise ValueError(
+                f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
         name = handler_name(handler)
         registration = Registration(
             handler_id=self._registry.new_id(),
@@ -311,7 +325,7 @@ class EventDispatcher:
             self._maybe_drained()
             return registration.handler_id
 
-        return check.addBoth(checked)  # type: ignore[return-value]
+        return check.addBoth(checked)
 
     def remove_event_handler(self, handler_id: int) -> Deferred[None]:
         """
@@ -339,7 +353,7 @@ class EventDispatcher:
     def _ensure_pool(self) -> Deferred[None]:
         # Pools' start() is idempotent: it answers when the workers are ready.
         self._pool_started = True
-        return self._pool.start()  # type: ignore[no-any-return]
+        return self._pool.start()
 
     def start(self) -> Deferred[None]:
         """
@@ -372,7 +386,7 @@ class EventDispatcher:
 
         def stop_pool(_: object) -> Deferred[None]:
             self._pool_started = False
-            return self._pool.stop()  # type: ignore[no-any-return]
+            return self._pool.stop()
 
         def stopped(result: object) -> object:
             self._stopping = None
@@ -486,9 +500,7 @@ class EventDispatcher:
     def _start_phase(
         self, delivery: _Delivery, phase: str, planned: list[Registration]
     ) -> None:
-        skip = self._skip_after_failure and any(
-            not o.ok for o in delivery.outcomes
-        )
+        skip = self._skip_after_failure and any(not o.ok for o in delivery.outcomes)
         slots: list[HandlerOutcome | None] = [None] * len(planned)
         remaining = [len(planned)]
 
@@ -534,7 +546,9 @@ class EventDispatcher:
             d.addCallback(settled, slot)
             d.addErrback(self._bug, delivery)
 
-    def _record(self, outcome: HandlerOutcome, registration: Registration) -> HandlerOutcome:
+    def _record(
+        self, outcome: HandlerOutcome, registration: Registration
+    ) -> HandlerOutcome:
         self._registry.settle(registration)
         if not outcome.ok:
             _log.info(

@@ -90,7 +90,9 @@ class RoutingIndex:
 
     def __init__(self) -> None:
         # shape -> values tuple -> {handler_id: None}; a dict keeps insertion order
-        self._by_shape: dict[tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]]
+        self._by_shape: dict[
+            tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]
+        ]
         self._by_shape = {}
 
     def __len__(self) -> int:

@@ -103,7 +103,7 @@ class _ParentAMP(amp.AMP):
         status = getattr(value, "status", None)
         kind = ChildTimedOut if self.timed_out else ChildCrashed
         ended = kind(exit_code, signal_number, status)
-        ended.pid = self.pid
+        ended.pid = self.pid  # type: ignore[union-attr]
         super().connectionLost(Failure(ended))
 
 
@@ -111,7 +111,7 @@ def _process_pool_class() -> type:
     # ampoule imports the global reactor at import time: import it late.
     from ampoule.pool import ProcessPool
 
-    class _ProcessPool(ProcessPool):  # type: ignore[misc]
+    class _ProcessPool(ProcessPool):
         def _handleTimeout(self, child: _ParentAMP) -> None:
             child.timed_out = True
             super()._handleTimeout(child)
@@ -163,7 +163,9 @@ class AmpoulePool:
         if self.size < 1:
             raise ValueError(f"pool size must be at least 1, not {self.size!r}")
         if not self.default_timeout > 0:
-            raise ValueError(f"default_timeout must be positive, not {self.default_timeout!r}")
+            raise ValueError(
+                f"default_timeout must be positive, not {self.default_timeout!r}"
+            )
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {self.max_batch!r}")
 
@@ -297,11 +299,11 @@ class AmpoulePool:
         d.chainDeferred(check.done)
 
     def _send_batch(self, batch: list[_Pending]) -> None:
-        deadline = sum(
-            p.invocation.timeout or self.default_timeout for p in batch
-        )
+        deadline = sum(p.invocation.timeout or self.default_timeout for p in batch)
         sent = perf_counter()
-        payload = encode_batch([(p.invocation.handler, p.invocation.event) for p in batch])
+        payload = encode_batch(
+            [(p.invocation.handler, p.invocation.event) for p in batch]
+        )
         d = self._pool.doWork(RunBatch, batch=payload, _timeout=deadline)
         d.addBoth(self._finished)
         d.addCallbacks(

@@ -82,7 +82,9 @@ class HandlerRegistry:
         Make C{registration} live: later events can match it.
         """
         self._by_id[registration.handler_id] = registration
-        self._indexes[registration.phase].add(registration.handler_id, registration.spec)
+        self._indexes[registration.phase].add(
+            registration.handler_id, registration.spec
+        )
 
     def remove(self, handler_id: int) -> Registration:
         """
@@ -166,7 +168,8 @@ def handler_name(handler: object) -> str:
     if isinstance(handler, str):
         if not HANDLER_NAME.match(handler):
             raise ValueError(
-                f"handler name {handler!r} must have the form 'package.module:attribute'"
+                f"handler name {handler!r} must have the form "
+                "'package.module:attribute'"
             )
         return handler
     if not callable(handler):

@@ -5,6 +5,7 @@ L{DispatchResult} that gathers them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from attrs import field, frozen
@@ -63,6 +64,10 @@ class HandlerOutcome:
         return self.status == "ok"
 
 
+def _as_tuple(outcomes: Iterable[HandlerOutcome]) -> tuple[HandlerOutcome, ...]:
+    return tuple(outcomes)
+
+
 @frozen
 class DispatchResult:
     """
@@ -73,7 +78,7 @@ class DispatchResult:
         registration order.
     """
 
-    outcomes: tuple[HandlerOutcome, ...] = field(converter=tuple, default=())
+    outcomes: tuple[HandlerOutcome, ...] = field(converter=_as_tuple, default=())
 
     @property
     def ok(self) -> bool:

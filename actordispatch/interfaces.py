@@ -9,7 +9,15 @@ implementation; tests use in-memory fakes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from actordispatch._invocation import Invocation
+    from actordispatch._result import DispatchResult, HandlerOutcome
 
 
 class IBackgroundUtility(Interface):
@@ -19,14 +27,14 @@ class IBackgroundUtility(Interface):
 
     running = Attribute("True while the utility is started and accepting work.")
 
-    def start() -> object:
+    def start() -> Deferred[None]:
         """
         Start the utility.
 
         @return: a Deferred that fires when it has started.
         """
 
-    def stop() -> object:
+    def stop() -> Deferred[None]:
         """
         Stop the utility, letting work already accepted finish.
 
@@ -44,33 +52,33 @@ class IEventDispatcher(Interface):
     )
     phases = Attribute("The phases, in the order they run (a tuple).")
 
-    def add_event_handler(handler, phase, **match_spec) -> object:  # type: ignore[no-untyped-def]
+    def add_event_handler(handler: Any, phase: str, **match_spec: Any) -> Deferred[int]:
         """
         Register C{handler} for C{phase}, matching events by C{match_spec}.
 
         @return: a Deferred firing with the new handler's id.
         """
 
-    def remove_event_handler(handler_id) -> object:  # type: ignore[no-untyped-def]
+    def remove_event_handler(handler_id: int) -> Deferred[None]:
         """
         Remove a handler.
 
         @return: a Deferred firing with C{None}, or failing with C{KeyError}.
         """
 
-    def fire_event(event, **keywords) -> object:  # type: ignore[no-untyped-def]
+    def fire_event(event: Any, **keywords: Any) -> Deferred[DispatchResult]:
         """
         Dispatch C{event} to the handlers whose specs match C{keywords}.
 
         @return: a Deferred firing with a C{DispatchResult}.
         """
 
-    def add_match_spec_keyword(name) -> None:  # type: ignore[no-untyped-def]
+    def add_match_spec_keyword(name: str) -> None:
         """
         Allow one more match keyword.
         """
 
-    def remove_match_spec_keyword(name) -> None:  # type: ignore[no-untyped-def]
+    def remove_match_spec_keyword(name: str) -> None:
         """
         Disallow a match keyword that no handler's spec uses.
         """
@@ -82,21 +90,21 @@ class IHandlerPool(Interface):
     answering each with a C{HandlerOutcome}.
     """
 
-    def start() -> object:
+    def start() -> Deferred[None]:
         """
         Start the pool.
 
         @return: a Deferred that fires when its workers can serve.
         """
 
-    def stop() -> object:
+    def stop() -> Deferred[None]:
         """
         Stop the pool.  The caller has already waited for its invocations.
 
         @return: a Deferred that fires when its workers are gone.
         """
 
-    def check_handler(name) -> object:  # type: ignore[no-untyped-def]
+    def check_handler(name: str) -> Deferred[int]:
         """
         Have a worker import the handler called C{name}.
 
@@ -104,7 +112,7 @@ class IHandlerPool(Interface):
             C{HandlerImportError} when it could not.
         """
 
-    def invoke(invocation) -> object:  # type: ignore[no-untyped-def]
+    def invoke(invocation: Invocation) -> Deferred[HandlerOutcome]:
         """
         Run one C{Invocation}.
 

@@ -38,7 +38,9 @@ class FakeCall:
         """
         return self._done.called
 
-    def succeed(self, value: Any = None, *, duration: float = 0.001, pid: int = 1) -> None:
+    def succeed(
+        self, value: Any = None, *, duration: float = 0.001, pid: int = 1
+    ) -> None:
         """
         Answer with an C{"ok"} outcome carrying C{value}.
         """
@@ -104,7 +106,9 @@ class FakePool:
         self.checks.append(name)
         if self.importable is None or name in set(self.importable):
             return succeed(1)
-        return fail(HandlerImportError(f"cannot import handler {name!r}: not in FakePool"))
+        return fail(
+            HandlerImportError(f"cannot import handler {name!r}: not in FakePool")
+        )
 
     def invoke(self, invocation: Invocation) -> Deferred[HandlerOutcome]:
         done: Deferred[HandlerOutcome] = Deferred()

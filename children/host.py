@@ -31,7 +31,6 @@ from actordispatch._codec import (
 from actordispatch._commands import HANDLER_NAME, CheckHandler, Ping, RunBatch
 from actordispatch._errors import BatchDecodingError, HandlerImportError
 
-
 #: Longest traceback text sent back, in characters (the end is kept).
 MAX_TRACEBACK = 16 * 1024
 
@@ -74,7 +73,8 @@ def resolve_handler(name: str) -> Callable[[Any], Any]:
         ) from None
     if not callable(obj):
         raise HandlerImportError(f"handler {name!r} is not callable: {obj!r}")
-    return obj  # type: ignore[no-any-return]
+    handler: Callable[[Any], Any] = obj
+    return handler
 
 
 class HandlerHost(AMPChild):
@@ -128,13 +128,18 @@ class HandlerHost(AMPChild):
                 records.append(self._error_record(started, Failure(e)))
                 continue
             if isinstance(result, Deferred) or inspect.isawaitable(result):
-                waiting = result if isinstance(result, Deferred) else ensureDeferred(result)
-                waiting.addBoth(self._settled, started, records)
-                return waiting.addCallback(
-                    lambda _, resume=index: self._run_from(items, resume, records)
+                waiting: Deferred[Any] = (
+                    result if isinstance(result, Deferred) else ensureDeferred(result)  # type: ignore[arg-type]
                 )
+                waiting.addBoth(self._settled, started, records)
+                return waiting.addCallback(self._resume, items, index, records)
             records.append(self._ok_record(started, result))
         return {"records": join_records(records), "pid": os.getpid()}
+
+    def _resume(
+        self, _: object, items: list[tuple[str, Any]], index: int, records: list[str]
+    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        return self._run_from(items, index, records)
 
     def _settled(self, result: Any, started: float, records: list[str]) -> None:
         if isinstance(result, Failure):

@@ -44,5 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.python import reflect
 
     child_class = reflect.namedAny(child_path)
-    stdio.StandardIO(child_class(*child_args), FROM_PARENT, TO_PARENT)
-    reactor.run()  # type: ignore[attr-defined]
+    stdio.StandardIO(  # type: ignore[call-arg]
+        child_class(*child_args), FROM_PARENT, TO_PARENT
+    )
+    reactor.run()

@@ -39,7 +39,9 @@ def other_handler(event: Any) -> None:
 
 
 def make(
-    pool: FakePool | None = None, phases: tuple[str, ...] = ("before", "during", "after"), **kw: Any
+    pool: FakePool | None = None,
+    phases: tuple[str, ...] = ("before", "during", "after"),
+    **kw: Any,
 ) -> tuple[EventDispatcher, FakePool]:
     pool = pool or FakePool()
     dispatcher = EventDispatcher(
@@ -107,7 +109,10 @@ class AddRemoveTests(SynchronousTestCase):
         """
         dispatcher, pool = make()
         self.assertEqual(
-            self.successResultOf(dispatcher.add_event_handler(module_handler, "during")), 1
+            self.successResultOf(
+                dispatcher.add_event_handler(module_handler, "during")
+            ),
+            1,
         )
         self.assertEqual(pool.checks, [])
         self.assertEqual(pool.starts, 0)
@@ -122,7 +127,9 @@ class AddRemoveTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as caught:
             dispatcher.add_event_handler(H, "during", colour="red")
         self.assertIn("colour", str(caught.exception))
-        self.assertEqual(self.successResultOf(dispatcher.add_event_handler(H, "during")), 1)
+        self.assertEqual(
+            self.successResultOf(dispatcher.add_event_handler(H, "during")), 1
+        )
 
     def test_lambda_refused(self) -> None:
         """
@@ -138,8 +145,14 @@ class AddRemoveTests(SynchronousTestCase):
         max_calls must be a positive int and timeout a positive number.
         """
         dispatcher, _ = make()
-        for options in ({"max_calls": 0}, {"max_calls": 1.5}, {"max_calls": True},
-                        {"timeout": 0}, {"timeout": -1}, {"timeout": "1"}):
+        for options in (
+            {"max_calls": 0},
+            {"max_calls": 1.5},
+            {"max_calls": True},
+            {"timeout": 0},
+            {"timeout": -1},
+            {"timeout": "1"},
+        ):
             with self.assertRaises(ValueError):
                 dispatcher.add_event_handler(module_handler, "during", **options)
 
@@ -157,7 +170,9 @@ class AddRemoveTests(SynchronousTestCase):
         registered once the check succeeds.
         """
         dispatcher, pool = make(FakePool(importable=[H]))
-        self.assertEqual(self.successResultOf(dispatcher.add_event_handler(H, "during")), 1)
+        self.assertEqual(
+            self.successResultOf(dispatcher.add_event_handler(H, "during")), 1
+        )
         self.assertEqual(pool.checks, [H])
         self.assertEqual(pool.starts, 1)
         self.assertEqual(dispatcher.stats().handlers, 1)
@@ -174,7 +189,10 @@ class AddRemoveTests(SynchronousTestCase):
         self.assertIn("no.such:thing", str(failure.value))
         self.assertEqual(dispatcher.stats().handlers, 0)
         self.assertEqual(
-            self.successResultOf(dispatcher.add_event_handler(module_handler, "during")), 2
+            self.successResultOf(
+                dispatcher.add_event_handler(module_handler, "during")
+            ),
+            2,
         )
 
     def test_malformed_name_raises(self) -> None:
@@ -191,12 +209,16 @@ class AddRemoveTests(SynchronousTestCase):
         KeyError; ids are never reused.
         """
         dispatcher, _ = make()
-        hid = self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        hid = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during")
+        )
         self.assertIsNone(self.successResultOf(dispatcher.remove_event_handler(hid)))
         self.failureResultOf(dispatcher.remove_event_handler(hid), KeyError)
         self.failureResultOf(dispatcher.remove_event_handler(999), KeyError)
         self.assertEqual(
-            self.successResultOf(dispatcher.add_event_handler(module_handler, "during")),
+            self.successResultOf(
+                dispatcher.add_event_handler(module_handler, "during")
+            ),
             hid + 1,
         )
 
@@ -281,14 +303,20 @@ class FireTests(SynchronousTestCase):
         by_role = self.successResultOf(add(module_handler, "during", role="user"))
         wildcard = self.successResultOf(add(module_handler, "during", role=None))
         everyone = self.successResultOf(add(module_handler, "during"))
-        bob = self.successResultOf(add(module_handler, "during", user="bob", role="user"))
+        bob = self.successResultOf(
+            add(module_handler, "during", user="bob", role="user")
+        )
 
         def matched(**keywords: Any) -> list[int]:
             result = self.successResultOf(dispatcher.fire_event({}, **keywords))
             return [o.handler_id for o in result.outcomes]
 
-        self.assertEqual(matched(user="bob", role="user"), [by_role, wildcard, everyone, bob])
-        self.assertEqual(matched(user="eve", role="user"), [by_role, wildcard, everyone])
+        self.assertEqual(
+            matched(user="bob", role="user"), [by_role, wildcard, everyone, bob]
+        )
+        self.assertEqual(
+            matched(user="eve", role="user"), [by_role, wildcard, everyone]
+        )
         self.assertEqual(matched(user="bob"), [wildcard, everyone])
         self.assertEqual(matched(), [wildcard, everyone])
 
@@ -300,11 +328,19 @@ class FireTests(SynchronousTestCase):
         """
         dispatcher, pool = make()
         dispatcher.start()
-        after = self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
-        before1 = self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
-        before2 = self.successResultOf(dispatcher.add_event_handler(other_handler, "before"))
+        after = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "after")
+        )
+        before1 = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "before")
+        )
+        before2 = self.successResultOf(
+            dispatcher.add_event_handler(other_handler, "before")
+        )
         d = dispatcher.fire_event({"n": 1})
-        self.assertEqual([c.invocation.handler_id for c in pool.pending()], [before1, before2])
+        self.assertEqual(
+            [c.invocation.handler_id for c in pool.pending()], [before1, before2]
+        )
         pool.pending()[1].succeed("second")
         self.assertEqual(len(pool.pending()), 1)
         self.assertNoResult(d)
@@ -315,7 +351,11 @@ class FireTests(SynchronousTestCase):
         result = self.successResultOf(d)
         self.assertEqual(
             [(o.handler_id, o.phase, o.value) for o in result.outcomes],
-            [(before1, "before", "first"), (before2, "before", "second"), (after, "after", "last")],
+            [
+                (before1, "before", "first"),
+                (before2, "before", "second"),
+                (after, "after", "last"),
+            ],
         )
 
     def test_event_encoded_once(self) -> None:
@@ -337,7 +377,9 @@ class FireTests(SynchronousTestCase):
         """
         dispatcher, pool = make()
         dispatcher.start()
-        bad = self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        bad = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "before")
+        )
         self.successResultOf(dispatcher.add_event_handler(other_handler, "before"))
         self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
         d = dispatcher.fire_event({})
@@ -377,7 +419,9 @@ class FireTests(SynchronousTestCase):
         dispatcher, pool = make()
         dispatcher.start()
         self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
-        doomed = self.successResultOf(dispatcher.add_event_handler(module_handler, "after"))
+        doomed = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "after")
+        )
         d = dispatcher.fire_event({})
         self.successResultOf(dispatcher.remove_event_handler(doomed))
         self.successResultOf(dispatcher.add_event_handler(other_handler, "after"))
@@ -403,7 +447,8 @@ class FireTests(SynchronousTestCase):
         for call in pool.pending():
             call.succeed()
         runs = [
-            n for n, d in enumerate(results)
+            n
+            for n, d in enumerate(results)
             if limited in [o.handler_id for o in self.successResultOf(d).outcomes]
         ]
         self.assertEqual(runs, list(range(7)))
@@ -429,8 +474,12 @@ class FireTests(SynchronousTestCase):
             call.succeed()
         self.assertEqual(
             order,
-            [(b'{"n":1}', "before"), (b'{"n":1}', "after"),
-             (b'{"n":2}', "before"), (b'{"n":2}', "after")],
+            [
+                (b'{"n":1}', "before"),
+                (b'{"n":1}', "after"),
+                (b'{"n":2}', "before"),
+                (b'{"n":2}', "after"),
+            ],
         )
         self.successResultOf(first)
         self.successResultOf(second)
@@ -477,7 +526,10 @@ class FireTests(SynchronousTestCase):
         for call in pool.pending():
             call.succeed()
         stats = dispatcher.stats()
-        self.assertEqual((stats.accepted, stats.finished, stats.in_flight, stats.queued), (5, 5, 0, 0))
+        self.assertEqual(
+            (stats.accepted, stats.finished, stats.in_flight, stats.queued),
+            (5, 5, 0, 0),
+        )
 
 
 class LifecycleTests(SynchronousTestCase):
@@ -499,7 +551,9 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(pool.stops, 0)
         while pool.pending():
             stats = dispatcher.stats()
-            self.assertEqual(stats.accepted, stats.finished + stats.in_flight + stats.queued)
+            self.assertEqual(
+                stats.accepted, stats.finished + stats.in_flight + stats.queued
+            )
             pool.pending()[0].succeed()
         self.successResultOf(first)
         self.successResultOf(second)
@@ -512,7 +566,9 @@ class LifecycleTests(SynchronousTestCase):
         """
         dispatcher, pool = make(FakePool(answer=ok_all))
         dispatcher.start()
-        hid = self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        hid = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during")
+        )
         self.successResultOf(dispatcher.stop())
         self.successResultOf(dispatcher.start())
         self.assertTrue(dispatcher.running)

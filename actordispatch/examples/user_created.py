@@ -36,7 +36,8 @@ def notify_admin(event: UserEvent) -> str:
     """
     Phase C{during}: tell the admins (here: say what would be sent).
     """
-    return f"admin notified: {event.role} {event.user} ({event.user_id}) {event.event_type}"
+    who = f"{event.role} {event.user} ({event.user_id})"
+    return f"admin notified: {who} {event.event_type}"
 
 
 async def provision_mailbox(event: UserEvent) -> dict[str, str]:
@@ -45,7 +46,7 @@ async def provision_mailbox(event: UserEvent) -> dict[str, str]:
     """
     from twisted.internet import reactor
 
-    await deferLater(reactor, 0.01, lambda: None)  # type: ignore[arg-type]
+    await deferLater(reactor, 0.01, lambda: None)
     return {"mailbox": f"{event.user}@example.org"}
 
 
@@ -55,7 +56,9 @@ def audit_log(event: UserEvent) -> Deferred[str]:
     """
     from twisted.internet import reactor
 
-    return deferLater(reactor, 0.0, lambda: f"audited {event.event_type} for {event.user}")  # type: ignore[arg-type]
+    return deferLater(
+        reactor, 0.0, lambda: f"audited {event.event_type} for {event.user}"
+    )
 
 
 def reject_guests(event: UserEvent) -> None:

@@ -18,7 +18,9 @@ def main(reactor, out=print):
     d = EventDispatcher(allowed_match_spec_keywords=("event_type", "user", "role"))
     hid = yield d.add_event_handler(HANDLERS + "notify_admin", "during", role="user")
     yield d.add_event_handler(HANDLERS + "validate_user", "before")
-    yield d.add_event_handler(HANDLERS + "audit_log", "after", event_type="user_created")
+    yield d.add_event_handler(
+        HANDLERS + "audit_log", "after", event_type="user_created"
+    )
     d.start()
     result = yield d.fire_event(
         UserEvent("user_created", "bob", "user", "1234"),
@@ -27,7 +29,8 @@ def main(reactor, out=print):
         role="user",
     )
     for outcome in result.outcomes:
-        out(f"{outcome.phase:>6} {outcome.handler:<55} {outcome.status} pid={outcome.pid}")
+        name = outcome.handler.rpartition(":")[2]
+        out(f"{outcome.phase:>6} {name:<14} {outcome.status} pid={outcome.pid}")
     out(f"notify_admin (handler {hid}) said: {result.for_handler(hid)[0].value!r}")
     yield d.stop()
     return result

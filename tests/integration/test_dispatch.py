@@ -118,9 +118,7 @@ class ScenarioTests(RealChildrenTestCase):
         yield d.start()
         limited = yield d.add_event_handler(H + "echo", "during", max_calls=5)
         yield d.add_event_handler(H + "pid", "during")
-        results = yield defer.gatherResults(
-            [d.fire_event({"n": n}) for n in range(50)]
-        )
+        results = yield defer.gatherResults([d.fire_event({"n": n}) for n in range(50)])
         ran = [
             o.value["n"]
             for r in results
@@ -157,7 +155,8 @@ class ScenarioTests(RealChildrenTestCase):
         self.assertTrue(result.ok, result.failures)
         digest, echoed = result.outcomes
         self.assertEqual(
-            digest.value, {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+            digest.value,
+            {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()},
         )
         self.assertEqual(echoed.value, {"blob": blob})
 
@@ -294,7 +293,11 @@ class DemoTests(TestCase):
         started = time.monotonic()
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
-            ["-c", "import sys; from actordispatch._cli import main; sys.exit(main(['demo']))"],
+            [
+                "-c",
+                "import sys; from actordispatch._cli import main; "
+                "sys.exit(main(['demo']))",
+            ],
             env=dict(os.environ),
         )
         text = out.decode()

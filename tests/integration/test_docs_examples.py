@@ -16,7 +16,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"docs_example_{name}", EXAMPLES / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -35,7 +37,11 @@ class ReadmeScenarioTests(TestCase):
         lines: list[str] = []
         result = yield load("readme_scenario").main(reactor, out=lines.append)
         self.assertTrue(result.ok)
-        self.assertEqual([o.phase for o in result.outcomes], ["before", "during", "after"])
         self.assertEqual(
-            lines[-1], "notify_admin (handler 1) said: 'admin notified: user bob (1234) user_created'"
+            [o.phase for o in result.outcomes], ["before", "during", "after"]
+        )
+        self.assertEqual(
+            lines[-1],
+            "notify_admin (handler 1) said: "
+            "'admin notified: user bob (1234) user_created'",
         )
