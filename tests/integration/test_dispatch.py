@@ -161,6 +161,34 @@ class ScenarioTests(RealChildrenTestCase):
         self.assertEqual(echoed.value, {"blob": blob})
 
     @defer.inlineCallbacks
+    def test_sixteen_mib_event(self) -> Any:
+        """
+        Events of 16 MiB work (chunked over some 350 AMP values).
+        """
+        d = self.dispatcher(pool_size=1)
+        yield d.start()
+        yield d.add_event_handler(handlers.digest, "during")
+        blob = os.urandom(16 * 1024 * 1024)
+        result = yield d.fire_event({"blob": blob})
+        self.assertTrue(result.ok, result.failures)
+        self.assertEqual(result.outcomes[0].value["size"], len(blob))
+
+    @defer.inlineCallbacks
+    def test_fire_before_children_booted(self) -> Any:
+        """
+        Events fired right after start(), before the children have booted, wait
+        for them and run; start()'s Deferred fires once the children answer.
+        """
+        d = self.dispatcher()
+        yield d.add_event_handler(handlers.pid, "during")
+        started = d.start()
+        results = [d.fire_event({"n": n}) for n in range(3)]
+        self.assertFalse(started.called)
+        results = yield defer.gatherResults(results)
+        self.assertTrue(all(r.ok for r in results))
+        yield started
+
+    @defer.inlineCallbacks
     def test_unimportable_handler(self) -> Any:
         """
         A handler name that a child cannot import fails add_event_handler with
