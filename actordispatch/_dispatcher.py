@@ -63,6 +63,17 @@ class DispatcherStats:
 
 
 @define(eq=False)
+class _PhaseRun:
+    """
+    One phase of one event: the outcomes so far, by slot, and how many remain.
+    """
+
+    delivery: _Delivery
+    slots: list[HandlerOutcome | None]
+    remaining: int
+
+
+@define(eq=False)
 class _Delivery:
     """
     One accepted event on its way through the phases.
@@ -229,6 +240,8 @@ class EventDispatcher:
         self._keywords.discard(name)
 
     def _check_keywords(self, keywords: Mapping[str, object], what: str) -> None:
+        if self._keywords.issuperset(keywords):
+            return
         unknown = sorted(set(keywords) - self._keywords)
         if unknown:
             raise ValueError(
@@ -501,22 +514,7 @@ class EventDispatcher:
         self, delivery: _Delivery, phase: str, planned: list[Registration]
     ) -> None:
         skip = self._skip_after_failure and any(not o.ok for o in delivery.outcomes)
-        slots: list[HandlerOutcome | None] = [None] * len(planned)
-        remaining = [len(planned)]
-
-        def settled(outcome: HandlerOutcome, slot: int) -> None:
-            slots[slot] = outcome
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                delivery.outcomes.extend(slots)  # type: ignore[arg-type]
-                _log.debug(
-                    "phase {phase} done: {ok}/{total} ok",
-                    phase=phase,
-                    ok=sum(1 for o in slots if o is not None and o.ok),
-                    total=len(slots),
-                )
-                self._run_phase(delivery)
-
+        run = _PhaseRun(delivery, [None] * len(planned), len(planned))
         for slot, registration in enumerate(planned):
             invocation = Invocation(
                 handler_id=registration.handler_id,
@@ -528,48 +526,68 @@ class EventDispatcher:
             if registration.removed or skip:
                 if not registration.removed:
                     self._registry.release(registration)
-                settled(
-                    invocation.outcome(
-                        "skipped",
-                        error_message=(
-                            "an earlier phase failed"
-                            if skip
-                            else "the handler was removed before its phase ran"
-                        ),
-                    ),
+                reason = (
+                    "an earlier phase failed"
+                    if skip
+                    else "the handler was removed before its phase ran"
+                )
+                self._settled(
+                    invocation.outcome("skipped", error_message=reason),
+                    run,
                     slot,
+                    None,
+                    invocation,
                 )
                 continue
-            d = self._pool.invoke(invocation)
-            d.addCallback(self._record, registration)
-            d.addErrback(self._pool_broke, invocation)
-            d.addCallback(settled, slot)
-            d.addErrback(self._bug, delivery)
-
-    def _record(
-        self, outcome: HandlerOutcome, registration: Registration
-    ) -> HandlerOutcome:
-        self._registry.settle(registration)
-        if not outcome.ok:
-            _log.info(
-                "handler {handler_id} {handler} in phase {phase}: {status} "
-                "{error_type}: {error_message}",
-                handler_id=outcome.handler_id,
-                handler=outcome.handler,
-                phase=outcome.phase,
-                status=outcome.status,
-                error_type=outcome.error_type,
-                error_message=outcome.error_message,
+            self._pool.invoke(invocation).addBoth(
+                self._settled, run, slot, registration, invocation
             )
-        return outcome
+
+    def _settled(
+        self,
+        result: HandlerOutcome | Failure,
+        run: _PhaseRun,
+        slot: int,
+        registration: Registration | None,
+        invocation: Invocation,
+    ) -> None:
+        """
+        Record one invocation's final outcome; when it is the phase's last, move
+        the event on to its next phase.  (One callback per invocation: this is
+        the hot path.)
+        """
+        try:
+            if isinstance(result, Failure):
+                result = self._pool_broke(result, invocation)
+            if registration is not None:
+                self._registry.settle(registration)
+            if result.status != "ok":
+                _log.info(
+                    "handler {handler_id} {handler} in phase {phase}: {status} "
+                    "{error_type}: {error_message}",
+                    handler_id=result.handler_id,
+                    handler=result.handler,
+                    phase=result.phase,
+                    status=result.status,
+                    error_type=result.error_type,
+                    error_message=result.error_message,
+                )
+            run.slots[slot] = result
+            run.remaining -= 1
+            if run.remaining == 0:
+                run.delivery.outcomes.extend(run.slots)  # type: ignore[arg-type]
+                self._run_phase(run.delivery)
+        except Exception:
+            self._bug(Failure(), run.delivery)
 
     def _pool_broke(self, reason: Failure, invocation: Invocation) -> HandlerOutcome:
         # A pool must always answer with an outcome; if it failed instead, the
         # invocation still gets one.
         _log.failure("pool failed an invocation instead of answering", reason)
+        kind = reason.type
         return invocation.outcome(
             "crashed",
-            error_type=f"{reason.type.__module__}.{reason.type.__qualname__}",  # type: ignore[union-attr]
+            error_type=f"{kind.__module__}.{kind.__qualname__}",  # type: ignore[union-attr]
             error_message=reason.getErrorMessage(),
         )
 
