@@ -48,6 +48,9 @@ DEFAULT_MAX_RESULT_SIZE = 16 * 1024 * 1024
 _encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
 )
+_ascii_encoder = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=True
+)
 
 
 def _type_name(cls: type) -> str:
@@ -119,7 +122,7 @@ def _tag(value: Any, path: str) -> Any:
                 if f.init
             },
         }
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             TAG: "dataclass",
             "type": _type_name(kind),
@@ -157,7 +160,15 @@ def encode_value(value: Any, *, what: str = "event") -> str:
     @raise EventEncodingError: if C{value} holds something the codec cannot carry.
     """
     try:
-        return _encoder.encode(_tag(value, what))
+        tagged = _tag(value, what)
+        text = _encoder.encode(tagged)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # lone surrogates: JSON carries them as \\u escapes
+                text = _ascii_encoder.encode(tagged)
+        return text
     except EventEncodingError:
         raise
     except (ValueError, TypeError, RecursionError) as e:
@@ -260,25 +271,43 @@ def _rebuild_hook(obj: dict[str, Any]) -> Any:
     return obj if rebuild is None else rebuild(obj)
 
 
+def _of(value: Any, *kinds: type) -> Any:
+    if type(value) not in kinds:
+        raise TypeError(f"expected {kinds}, got {type(value)}")
+    return value
+
+
+def _pairs(items: Any) -> dict[Any, Any]:
+    out = {}
+    for pair in _of(items, list):
+        key, value = _of(pair, list)
+        out[_hashable(key)] = value
+    return out
+
+
 _PLAIN: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "namedtuple": lambda o: dict(o["fields"]),
-    "attrs": lambda o: dict(o["fields"]),
-    "dataclass": lambda o: dict(o["fields"]),
-    "tuple": lambda o: list(o["items"]),
-    "set": lambda o: list(o["items"]),
-    "frozenset": lambda o: list(o["items"]),
-    "dict": lambda o: {_hashable(k): v for k, v in o["items"]},
-    "bytes": lambda o: base64.b64decode(o["b64"]),
-    "datetime": lambda o: str(o["iso"]),
-    "date": lambda o: str(o["iso"]),
-    "time": lambda o: str(o["iso"]),
-    "timedelta": lambda o: o["days"] * 86400 + o["seconds"] + o["microseconds"] / 1e6,
+    "namedtuple": lambda o: dict(_of(o["fields"], dict)),
+    "attrs": lambda o: dict(_of(o["fields"], dict)),
+    "dataclass": lambda o: dict(_of(o["fields"], dict)),
+    "tuple": lambda o: list(_of(o["items"], list)),
+    "set": lambda o: list(_of(o["items"], list)),
+    "frozenset": lambda o: list(_of(o["items"], list)),
+    "dict": lambda o: _pairs(o["items"]),
+    "bytes": lambda o: base64.b64decode(_of(o["b64"], str), validate=True),
+    "datetime": lambda o: _of(o["iso"], str),
+    "date": lambda o: _of(o["iso"], str),
+    "time": lambda o: _of(o["iso"], str),
+    "timedelta": lambda o: (
+        _of(o["days"], int) * 86400
+        + _of(o["seconds"], int)
+        + _of(o["microseconds"], int) / 1e6
+    ),
 }
 
 
 def _plain_hook(obj: dict[str, Any]) -> Any:
     kind = obj.get(TAG)
-    if kind is None:
+    if type(kind) is not str:
         return obj
     plain = _PLAIN.get(kind)
     if plain is None:

@@ -22,7 +22,7 @@ from actordispatch._errors import BatchDecodingError, HandlerImportError
 #: The form of a handler name, as the C{handler} arguments carry it: a dotted
 #: module path, a colon, a dotted attribute path (C{"myapp.handlers:notify"}).
 HANDLER_NAME = re.compile(
-    r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+    r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z"
 )
 
 #: AMP's limit on one value.
@@ -75,6 +75,8 @@ class ChunkedBytes(amp.Argument):
             raise amp.InvalidSignature(f"missing chunked value {name!r}")
         parts = [first]
         size = len(first)
+        if size > self.max_size:
+            raise ValueError(f"{name!r} exceeds the cap of {self.max_size} bytes")
         index = 1
         while (part := strings.get(name + b".%d" % index)) is not None:
             size += len(part)

@@ -132,6 +132,12 @@ class HandlerHost(AMPChild):
                     result if isinstance(result, Deferred) else ensureDeferred(result)  # type: ignore[arg-type]
                 )
                 waiting.addBoth(self._settled, started, records)
+                # Already fired (often): carry on in this loop rather than
+                # nesting one call deeper per handler.
+                fired: list[None] = []
+                waiting.addCallback(fired.append)
+                if fired:
+                    continue
                 return waiting.addCallback(self._resume, items, index, records)
             records.append(self._ok_record(started, result))
         return {"records": join_records(records), "pid": os.getpid()}
@@ -153,13 +159,18 @@ class HandlerHost(AMPChild):
         except Exception as e:
             return self._error_record(started, Failure(e))
         duration = perf_counter() - started
-        if len(encoded) > self._max_result_size:
+        cap = self._max_result_size
+        # UTF-8 takes 1 to 4 bytes a character: encode only when it matters.
+        size = len(encoded)
+        if size * 4 > cap and size <= cap:
+            size = len(encoded.encode("utf-8"))
+        if size > cap:
             return encode_outcome_record(
                 "error",
                 duration,
                 error=(
                     "actordispatch.ResultTooLargeError",
-                    f"encoded result is {len(encoded)} bytes, above the cap of "
+                    f"encoded result is at least {size} bytes, above the cap of "
                     f"{self._max_result_size} bytes",
                     "",
                 ),
@@ -173,7 +184,7 @@ class HandlerHost(AMPChild):
             duration,
             error=(
                 error_type_name(failure.type),  # type: ignore[arg-type]
-                str(failure.value),
+                _cap(str(failure.value)),
                 _cap(failure.getTraceback()),
             ),
         )

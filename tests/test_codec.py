@@ -1,0 +1,759 @@
+"""
+Unit tests for L{actordispatch._codec}: events and results to bytes and back.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import enum
+import importlib
+import json
+import math
+import sys
+import tracemalloc
+import types
+from typing import Any, NamedTuple
+
+import attrs
+from twisted.trial.unittest import SynchronousTestCase
+
+from actordispatch._codec import (
+    DEFAULT_MAX_EVENT_SIZE,
+    TAG,
+    decode_batch,
+    decode_event,
+    decode_records,
+    decode_result,
+    encode_batch,
+    encode_event,
+    encode_outcome_record,
+    encode_value,
+    join_records,
+)
+from actordispatch._errors import EventEncodingError, EventTooLargeError
+
+MIB = 1024 * 1024
+
+
+class UserEvent(NamedTuple):
+    """
+    A typed namedtuple event.
+    """
+
+    user: str
+    role: str = "user"
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+@attrs.frozen
+class Account:
+    """
+    An attrs event with private attributes: one with attrs' default alias, one
+    with an explicit alias.
+    """
+
+    name: str
+    _secret: str
+    _token: str = attrs.field(alias="api_token", default="t0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    """
+    A dataclass event, with a field the constructor does not take.
+    """
+
+    order_id: int
+    lines: tuple[str, ...]
+    placed: datetime.datetime
+    total: int = dataclasses.field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total", len(self.lines))
+
+
+@dataclasses.dataclass
+class Required:
+    """
+    A dataclass whose field has no default, so the class has no such attribute.
+    """
+
+    value: int
+
+
+@dataclasses.dataclass
+class Settings:
+    """
+    A dataclass whose fields all have defaults, so the class has them too.
+    """
+
+    level: int = 1
+
+
+#: Arguments L{Tripwire} was constructed with.
+tripped: list[dict[str, Any]] = []
+
+
+class Tripwire:
+    """
+    A class with a side effect in its constructor: building it leaves a trace in
+    L{tripped}.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        tripped.append(fields)
+
+
+class Color(enum.IntEnum):
+    """
+    An int subclass.
+    """
+
+    RED = 1
+
+
+def roundtrip(value: Any) -> Any:
+    """
+    Encode C{value} as an event and decode it as the child does.
+    """
+    return decode_event(encode_event(value))
+
+
+def tagged(kind: str, **fields: Any) -> bytes:
+    """
+    Raw JSON for a tagged object, as a (possibly malicious) child could send.
+    """
+    return json.dumps({TAG: kind, **fields}).encode("utf-8")
+
+
+PLAIN_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
+class RoundTripTests(SynchronousTestCase):
+    def assertSameValue(self, value: Any, decoded: Any) -> None:
+        """
+        C{decoded} equals C{value} and has the same type.
+        """
+        self.assertEqual(decoded, value)
+        self.assertIs(type(decoded), type(value))
+
+    def test_json_values(self) -> None:
+        """
+        Plain JSON values come back as they were.
+        """
+        for value in (
+            None,
+            True,
+            0,
+            -(2**70),
+            1.5,
+            -0.0,
+            "",
+            "h\u00e9llo \u2603 \U0001f600",
+            [1, "a", None],
+            {"a": [1, {"b": 2.5}]},
+        ):
+            self.assertSameValue(value, roundtrip(value))
+
+    def test_namedtuple_same_class(self) -> None:
+        """
+        A namedtuple whose class is importable comes back as an instance of that
+        very class (C{typing.NamedTuple} and C{collections.namedtuple} alike).
+        """
+        for value in (UserEvent("bob"), UserEvent("al", "admin"), Point(1, (2, 3))):
+            self.assertSameValue(value, roundtrip(value))
+
+    def test_namedtuple_fallback(self) -> None:
+        """
+        A namedtuple whose class cannot be imported (unknown module or name, or
+        defined in a function) comes back as an equal namedtuple with the same
+        field names.
+        """
+        data = encode_event(UserEvent("bob", "admin"))
+        for replacement in (
+            b"tests.test_codec:NoSuchEvent",
+            b"no_such_module_for_actordispatch:UserEvent",
+        ):
+            decoded = decode_event(
+                data.replace(b"tests.test_codec:UserEvent", replacement)
+            )
+            self.assertIsNot(type(decoded), UserEvent)
+            self.assertEqual(decoded, ("bob", "admin"))
+            self.assertEqual(decoded._fields, ("user", "role"))
+            self.assertEqual(decoded.role, "admin")
+
+        Local = collections.namedtuple("Local", "a b")
+        decoded = roundtrip(Local(1, [2]))
+        self.assertEqual(decoded, (1, [2]))
+        self.assertEqual(decoded._fields, ("a", "b"))
+        self.assertEqual(type(decoded).__name__, "Local")
+
+    def test_namedtuple_fallback_when_constructor_refuses(self) -> None:
+        """
+        When the named class exists but does not accept the fields (it changed
+        between parent and child), the event still arrives as an equal
+        namedtuple.
+        """
+        data = encode_event(Point(1, 2)).replace(b'"y"', b'"z"')
+        decoded = decode_event(data)
+        self.assertEqual(decoded, (1, 2))
+        self.assertEqual(decoded._fields, ("x", "z"))
+
+    def test_attrs(self) -> None:
+        """
+        An attrs instance comes back as the same class, private attributes
+        included, whether their alias is attrs' default or explicit.
+        """
+        for value in (
+            Account("bob", "s3cret"),
+            Account("al", secret="x", api_token="tok"),
+        ):
+            self.assertSameValue(value, roundtrip(value))
+
+    def test_attrs_fallback(self) -> None:
+        """
+        An attrs instance whose class cannot be imported arrives as a namespace
+        of its constructor arguments.
+        """
+        data = encode_event(Account("bob", "s", "t")).replace(
+            b"tests.test_codec:Account", b"tests.test_codec:Gone"
+        )
+        self.assertEqual(
+            decode_event(data),
+            types.SimpleNamespace(name="bob", secret="s", api_token="t"),
+        )
+
+    def test_dataclass(self) -> None:
+        """
+        A dataclass instance comes back as the same class; a field the
+        constructor does not take is computed again, not sent.
+        """
+        placed = datetime.datetime(2024, 5, 6, 7, 8, 9, 10)
+        value = Order(7, ("a", "b"), placed)
+        decoded = roundtrip(value)
+        self.assertSameValue(value, decoded)
+        self.assertEqual(decoded.total, 2)
+        self.assertNotIn(b"total", encode_event(value))
+        self.assertSameValue(Required(3), roundtrip(Required(3)))
+
+    def test_datetimes(self) -> None:
+        """
+        Datetimes (naive and aware), dates, times and timedeltas come back equal,
+        with the same type and UTC offset.
+        """
+        plus2 = datetime.timezone(datetime.timedelta(hours=2))
+        for value in (
+            datetime.datetime(2024, 1, 2, 3, 4, 5, 678901),
+            datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=plus2),
+            datetime.date(1999, 12, 31),
+            datetime.time(23, 59, 59, 999999),
+            datetime.time(1, 2, tzinfo=datetime.timezone.utc),
+            datetime.timedelta(days=-3, seconds=5, microseconds=7),
+            datetime.timedelta(0),
+        ):
+            decoded = roundtrip(value)
+            self.assertSameValue(value, decoded)
+            if isinstance(value, (datetime.datetime, datetime.time)):
+                self.assertEqual(decoded.utcoffset(), value.utcoffset())
+
+    def test_bytes(self) -> None:
+        """
+        Bytes (any octets) come back as bytes; a bytearray comes back as equal
+        bytes.
+        """
+        for value in (b"", bytes(range(256))):
+            self.assertSameValue(value, roundtrip(value))
+        self.assertSameValue(b"\x00ab", roundtrip(bytearray(b"\x00ab")))
+
+    def test_sets(self) -> None:
+        """
+        Sets and frozensets come back as the same type, their elements rebuilt
+        (tuples and frozensets inside them stay hashable).
+        """
+        for value in (
+            set(),
+            {1, "a", (1, 2), None},
+            frozenset(),
+            frozenset({frozenset({1, 2}), (3, (4,))}),
+        ):
+            self.assertSameValue(value, roundtrip(value))
+
+    def test_tuples(self) -> None:
+        """
+        Tuples come back as tuples, nested ones too, and lists inside them stay
+        lists.
+        """
+        for value in ((), (1,), (1, (2, [3, (4,)]), "x")):
+            decoded = roundtrip(value)
+            self.assertSameValue(value, decoded)
+        self.assertIs(type(roundtrip((1, [2]))[1]), list)
+
+    def test_dict_non_string_keys(self) -> None:
+        """
+        A dictionary with keys that are not strings comes back with keys of the
+        same types, and C{1} and C{"1"} stay different keys.
+        """
+        value = {
+            1: "int",
+            "1": "str",
+            None: "none",
+            1.5: "float",
+            (1, "a"): "tuple",
+            frozenset({2}): "frozenset",
+            datetime.date(2024, 1, 1): "date",
+            b"k": "bytes",
+            UserEvent("bob"): "record",
+        }
+        decoded = roundtrip(value)
+        self.assertSameValue(value, decoded)
+        self.assertEqual({type(key) for key in decoded}, {type(key) for key in value})
+
+    def test_dict_with_tag_key(self) -> None:
+        """
+        A dictionary that has the tag key C{"__ad__"} itself comes back as that
+        dictionary, not as whatever its tag names.
+        """
+        for value in (
+            {TAG: "bytes", "b64": "AAAA"},
+            {TAG: "namedtuple", "type": "os:system", "fields": {"command": "x"}},
+            {TAG: None},
+            {"outer": {TAG: "tuple", "items": [1]}},
+        ):
+            self.assertSameValue(value, roundtrip(value))
+            self.assertEqual(decode_result(encode_event(value)), value)
+
+    def test_nested(self) -> None:
+        """
+        Every supported type nests inside every container.
+        """
+        value = {
+            "events": [UserEvent("bob"), Point(UserEvent("x"), {1, 2})],
+            "account": Account("al", "s", api_token="t"),
+            "order": Order(1, ("x",), datetime.datetime(2020, 2, 2)),
+            "by_day": {datetime.date(2020, 1, 1): [b"\x01", (1, 2)]},
+            "tags": frozenset({("a", 1)}),
+            "deep": [[[{"k": ({"n": None},)}]]],
+        }
+        self.assertEqual(roundtrip(value), value)
+
+    def test_subclasses_of_scalars(self) -> None:
+        """
+        Subclasses of C{int} and C{str} (enums, for instance) travel as their
+        base value; C{bool} stays C{bool}.
+        """
+        self.assertSameValue(1, roundtrip(Color.RED))
+        self.assertSameValue(True, roundtrip(True))
+
+    def test_sixteen_mib(self) -> None:
+        """
+        An event of more than 16 MiB encoded goes through whole, under the
+        default cap.
+        """
+        value = {"blob": "x" * (16 * MIB), "meta": UserEvent("bob")}
+        data = encode_event(value)
+        self.assertGreater(len(data), 16 * MIB)
+        self.assertLess(len(data), DEFAULT_MAX_EVENT_SIZE)
+        self.assertEqual(decode_event(data), value)
+
+
+class EncodingErrorTests(SynchronousTestCase):
+    def test_unsupported_objects(self) -> None:
+        """
+        An object of an unsupported type, at any depth, is refused with
+        L{EventEncodingError} naming where it is and its type.
+        """
+        for value in (object(), len, 1j, iter([]), type):
+            self.assertRaises(EventEncodingError, encode_event, value)
+        with self.assertRaises(EventEncodingError) as caught:
+            encode_event([{"k": object()}])
+        self.assertIn("event[0]['k']", str(caught.exception))
+        self.assertIn("builtins:object", str(caught.exception))
+        self.assertRaises(EventEncodingError, encode_event, {object(): 1})
+        self.assertRaises(EventEncodingError, encode_event, {1, (2, object())})
+
+    def test_non_finite_floats(self) -> None:
+        """
+        NaN and infinities are refused, as values and as keys.
+        """
+        for bad in (math.nan, math.inf, -math.inf):
+            for value in (bad, [1, bad], {"k": (bad,)}, {bad: 1}, {bad}):
+                self.assertRaises(EventEncodingError, encode_event, value)
+            self.assertRaises(EventEncodingError, encode_value, bad, what="result")
+
+    def test_circular(self) -> None:
+        """
+        A structure that contains itself is refused with L{EventEncodingError}.
+        """
+        loop: list[Any] = [1]
+        loop.append(loop)
+        self.assertRaises(EventEncodingError, encode_event, loop)
+
+    def test_dataclass_type_refused(self) -> None:
+        """
+        A dataclass I{class} (passed where an instance was meant) is not an
+        event: it is refused with L{EventEncodingError}, whether or not its
+        fields have defaults.
+        """
+        self.assertRaises(EventEncodingError, encode_event, Required)
+        self.assertRaises(EventEncodingError, encode_event, Settings)
+        self.assertRaises(EventEncodingError, encode_event, [Order])
+
+    def test_lone_surrogate(self) -> None:
+        """
+        Text holding a lone surrogate (as C{os.fsdecode} makes of an undecodable
+        file name) either goes through unchanged or is refused with
+        L{EventEncodingError}; no other error escapes.
+        """
+        value = {"path": "file-\udcff.txt"}
+        try:
+            data = encode_event(value)
+        except EventEncodingError:
+            return
+        self.assertEqual(decode_event(data), value)
+
+    def test_too_large(self) -> None:
+        """
+        An event whose encoding is above C{max_size} bytes is refused with
+        L{EventTooLargeError} (an L{EventEncodingError}); one of exactly
+        C{max_size} bytes is accepted.  The size counts UTF-8 bytes.
+        """
+        value = "\u20ac" * 10
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+        self.assertEqual(size, 32)
+        self.assertEqual(len(encode_event(value, max_size=size)), size)
+        with self.assertRaises(EventTooLargeError) as caught:
+            encode_event(value, max_size=size - 1)
+        self.assertIsInstance(caught.exception, EventEncodingError)
+        self.assertIn(str(size), str(caught.exception))
+        self.assertIn(str(size - 1), str(caught.exception))
+
+
+class DecodeResultTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        del tripped[:]
+
+    def assertPlain(self, value: Any) -> None:
+        """
+        C{value} is built of JSON values (and bytes) only.
+        """
+        if isinstance(value, list):
+            self.assertIs(type(value), list)
+            for item in value:
+                self.assertPlain(item)
+        elif isinstance(value, dict):
+            self.assertIs(type(value), dict)
+            for key, item in value.items():
+                self.assertIs(type(key), str)
+                self.assertPlain(item)
+        else:
+            self.assertIn(type(value), PLAIN_SCALARS)
+
+    def test_plain_values(self) -> None:
+        """
+        Records become dicts of their fields, tuples and sets become lists,
+        datetime values become ISO strings, timedeltas become seconds, bytes stay
+        bytes.
+        """
+        when = datetime.datetime(2024, 1, 2, 3, 4, 5)
+        cases: list[tuple[Any, Any]] = [
+            (UserEvent("bob"), {"user": "bob", "role": "user"}),
+            (Point(1, 2), {"x": 1, "y": 2}),
+            (Account("al", "s", "t"), {"name": "al", "secret": "s", "api_token": "t"}),
+            (
+                Order(1, ("a",), when),
+                {"order_id": 1, "lines": ["a"], "placed": when.isoformat()},
+            ),
+            ((1, (2, 3)), [1, [2, 3]]),
+            ({5}, [5]),
+            (frozenset({"a"}), ["a"]),
+            (when, "2024-01-02T03:04:05"),
+            (datetime.date(2024, 1, 2), "2024-01-02"),
+            (datetime.time(3, 4, 5, 6), "03:04:05.000006"),
+            (datetime.timedelta(days=1, seconds=2, microseconds=500000), 86402.5),
+            (b"\x00\xff", b"\x00\xff"),
+            ({"k": [None, True, 1.5]}, {"k": [None, True, 1.5]}),
+        ]
+        for value, expected in cases:
+            decoded = decode_result(encode_value(value, what="result"))
+            self.assertEqual(decoded, expected)
+            self.assertPlain(decoded)
+
+    def test_nested_plain(self) -> None:
+        """
+        However deeply types nest, the parent gets plain values only.
+        """
+        value = {
+            "a": [UserEvent("bob"), (Point(1, {2}),)],
+            "b": Account("x", "y"),
+            "c": {"d": (datetime.date(2020, 1, 1), frozenset({b"z"}))},
+        }
+        decoded = decode_result(encode_event(value))
+        self.assertPlain(decoded)
+        self.assertEqual(
+            decoded,
+            {
+                "a": [{"user": "bob", "role": "user"}, [{"x": 1, "y": [2]}]],
+                "b": {"name": "x", "secret": "y", "api_token": "t0"},
+                "c": {"d": ["2020-01-01", [b"z"]]},
+            },
+        )
+
+    def test_never_builds_classes(self) -> None:
+        """
+        A record tag naming any class or callable (C{os:system}, or a class
+        whose constructor has side effects) is turned into a dict of its fields:
+        nothing is imported and no constructor runs.  (The child-side decoder,
+        given the same bytes, does build the class: the tripwire works.)
+        """
+        imported: list[str] = []
+
+        def tripwire_import(name: str, package: str | None = None) -> Any:
+            imported.append(name)
+            raise AssertionError(f"decode_result imported {name!r}")
+
+        module_name = "tabnanny"
+        was_loaded = module_name in sys.modules
+        self.patch(importlib, "import_module", tripwire_import)
+        for kind in ("namedtuple", "attrs", "dataclass"):
+            for name in (
+                "os:system",
+                "tests.test_codec:Tripwire",
+                f"{module_name}:check",
+                "subprocess:Popen",
+            ):
+                data = tagged(kind, type=name, fields={"args": "echo pwned"})
+                self.assertEqual(decode_result(data), {"args": "echo pwned"})
+        self.assertEqual(imported, [])
+        self.assertEqual(tripped, [])
+        self.assertEqual(module_name in sys.modules, was_loaded)
+
+    def test_tripwire_control(self) -> None:
+        """
+        The child-side decoder does construct an importable class a tag names,
+        so L{test_never_builds_classes} would notice if the parent did.
+        """
+        decoded = decode_event(
+            tagged("namedtuple", type="tests.test_codec:Tripwire", fields={"a": 1})
+        )
+        self.assertIsInstance(decoded, Tripwire)
+        self.assertEqual(tripped, [{"a": 1}])
+
+    def test_incomplete_tags_stay_dicts(self) -> None:
+        """
+        A tag from an untrusted child that lacks the fields its kind needs, or
+        whose fields cannot be converted, stays the plain dict it was.
+        """
+        for raw in (
+            {TAG: "bytes"},
+            {TAG: "bytes", "b64": "abc"},
+            {TAG: "bytes", "b64": 5},
+            {TAG: "tuple"},
+            {TAG: "tuple", "items": 5},
+            {TAG: "set", "items": None},
+            {TAG: "namedtuple", "type": "os:system"},
+            {TAG: "attrs", "fields": 7},
+            {TAG: "dict", "items": [[1, 2, 3]]},
+            {TAG: "dict", "items": 1},
+            {TAG: "datetime"},
+            {TAG: "timedelta", "days": 1},
+            {TAG: "timedelta", "days": 1, "seconds": None, "microseconds": 0},
+            {TAG: "no-such-kind", "x": 1},
+            {TAG: None},
+            {TAG: 5},
+        ):
+            data = json.dumps({"v": raw}).encode("utf-8")
+            self.assertEqual(decode_result(data), {"v": raw}, raw)
+
+    def test_unhashable_tag_stays_dict(self) -> None:
+        """
+        A tag whose value is not a string at all (a list or an object) stays the
+        plain dict it was; decoding does not raise.
+        """
+        raws: list[dict[str, Any]] = [{TAG: []}, {TAG: ["bytes"]}, {TAG: {}}]
+        for raw in raws:
+            data = json.dumps([raw]).encode("utf-8")
+            self.assertEqual(decode_result(data), [raw])
+
+    def test_wrongly_typed_tags_stay_dicts(self) -> None:
+        """
+        A tag whose fields have the wrong JSON types (text where a list is due, a
+        number where an ISO string is due, base64 with characters outside its
+        alphabet...) is malformed: it stays the plain dict it was rather than
+        being coerced into some other value.
+        """
+        coerced = []
+        for raw in (
+            {TAG: "tuple", "items": "abc"},
+            {TAG: "set", "items": {"k": 1}},
+            {TAG: "frozenset", "items": "xy"},
+            {TAG: "dict", "items": ["ab"]},
+            {TAG: "datetime", "iso": 5},
+            {TAG: "date", "iso": [2024]},
+            {TAG: "bytes", "b64": "!!!!"},
+            {TAG: "namedtuple", "type": "x:y", "fields": [["a", 1]]},
+        ):
+            decoded = decode_result(json.dumps(raw).encode("utf-8"))
+            if decoded != raw:
+                coerced.append((raw, decoded))
+        self.assertEqual(coerced, [])
+
+    def test_timedelta_tag_no_amplification(self) -> None:
+        """
+        A timedelta tag with text where its numbers are due stays a plain dict,
+        and decoding it costs memory in proportion to the input: a child cannot
+        make the parent build a string 86,400 times longer than the one it sent.
+        """
+        raw = {TAG: "timedelta", "days": "x" * 100, "seconds": 0, "microseconds": 0}
+        data = json.dumps(raw).encode("utf-8")
+        started = not tracemalloc.is_tracing()
+        if started:
+            tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            decoded = decode_result(data)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            if started:
+                tracemalloc.stop()
+        self.assertEqual(decoded, raw)
+        self.assertLess(peak - before, 1 * MIB)
+
+
+class BatchTests(SynchronousTestCase):
+    def test_roundtrip(self) -> None:
+        """
+        A batch framed by encode_batch decodes, in the child, to the same
+        (handler name, event) pairs in order, events rebuilt.
+        """
+        items = [
+            ("tests.helpers:echo", UserEvent("bob")),
+            ("pkg.mod:f", {"a": (1, 2)}),
+            ("pkg.mod:Cls.method", None),
+            ("pkg.mod:f", b"\x00"),
+        ]
+        data = encode_batch([(name, encode_event(event)) for name, event in items])
+        self.assertEqual(decode_batch(data), items)
+        self.assertIsInstance(decode_batch(data)[0][1], UserEvent)
+
+    def test_event_bytes_reused(self) -> None:
+        """
+        Each event's encoded bytes appear verbatim in the frame: the batch is
+        not built by decoding and re-encoding them.
+        """
+        event = encode_event({"k": "v\u00e9", "t": (1,)})
+        data = encode_batch([("a:b", event), ("c:d", event)])
+        self.assertEqual(data.count(event), 2)
+        json.loads(data)
+
+    def test_empty(self) -> None:
+        """
+        An empty batch frames as an empty JSON array and decodes to no items.
+        """
+        self.assertEqual(encode_batch([]), b"[]")
+        self.assertEqual(decode_batch(b"[]"), [])
+
+    def test_malformed(self) -> None:
+        """
+        Anything but a JSON list of [name, event] pairs is refused with a
+        C{ValueError}.
+        """
+        for data in (
+            b"",
+            b"not json",
+            b"{}",
+            b'"a:b"',
+            b"[1]",
+            b'[["a:b"]]',
+            b'[["a:b", 1, 2]]',
+            b"[[1, 2]]",
+            b'[["a:b", 1], "x"]',
+        ):
+            self.assertRaises(ValueError, decode_batch, data)
+
+
+class RecordTests(SynchronousTestCase):
+    def test_ok_record(self) -> None:
+        """
+        An ok record carries its status, duration and the already encoded value,
+        which the parent decodes to plain values.
+        """
+        value_json = encode_value((1, UserEvent("bob")), what="result")
+        record = encode_outcome_record("ok", 0.25, value_json=value_json)
+        self.assertEqual(
+            json.loads(record), {"s": "ok", "d": 0.25, "v": json.loads(value_json)}
+        )
+        self.assertEqual(
+            decode_records(join_records([record]), 1),
+            [{"s": "ok", "d": 0.25, "v": [1, {"user": "bob", "role": "user"}]}],
+        )
+
+    def test_ok_record_without_value(self) -> None:
+        """
+        An ok record without a value carries C{null}.
+        """
+        record = encode_outcome_record("ok", 0.0)
+        self.assertEqual(json.loads(record), {"s": "ok", "d": 0.0, "v": None})
+
+    def test_error_record(self) -> None:
+        """
+        An error record carries the error's type, message and traceback text,
+        quoted safely whatever characters they hold.
+        """
+        message = 'bad "value"\n\\ \u00e9 \u2603'
+        record = encode_outcome_record(
+            "error", 1.5, error=("ValueError", message, "Traceback...\n  line")
+        )
+        self.assertEqual(
+            decode_records(join_records([record]), 1),
+            [
+                {
+                    "s": "error",
+                    "d": 1.5,
+                    "t": "ValueError",
+                    "m": message,
+                    "tb": "Traceback...\n  line",
+                }
+            ],
+        )
+
+    def test_join_and_decode_many(self) -> None:
+        """
+        Records joined in order decode in the same order.
+        """
+        records = [
+            encode_outcome_record("ok", 0.1 * i, value_json=str(i)) for i in range(5)
+        ]
+        decoded = decode_records(join_records(records), 5)
+        self.assertEqual([r["v"] for r in decoded], [0, 1, 2, 3, 4])
+        self.assertEqual(join_records([]), b"[]")
+        self.assertEqual(decode_records(b"[]", 0), [])
+
+    def test_wrong_count(self) -> None:
+        """
+        A reply with more or fewer records than invocations sent is refused with
+        a C{ValueError}.
+        """
+        data = join_records([encode_outcome_record("ok", 0.0)] * 2)
+        self.assertRaises(ValueError, decode_records, data, 1)
+        self.assertRaises(ValueError, decode_records, data, 3)
+        self.assertEqual(len(decode_records(data, 2)), 2)
+
+    def test_malformed_reply(self) -> None:
+        """
+        A reply that is not a list of records each with a text status is refused
+        with a C{ValueError}.
+        """
+        for data in (
+            b"nonsense",
+            b"{}",
+            b"[1]",
+            b'[{"d": 1}]',
+            b'[{"s": 1}]',
+            b'[{"__ad__": "tuple", "items": ["ok"]}]',
+        ):
+            self.assertRaises(ValueError, decode_records, data, 1)
