@@ -44,6 +44,9 @@ TAG = "__ad__"
 DEFAULT_MAX_EVENT_SIZE = 32 * 1024 * 1024
 #: Default cap on one encoded handler result (bytes).
 DEFAULT_MAX_RESULT_SIZE = 16 * 1024 * 1024
+#: Default cap on a child's reply to one batch (bytes): a child stops a batch
+#: early rather than outgrow it, and the parent runs the rest elsewhere.
+DEFAULT_MAX_REPLY_SIZE = 64 * 1024 * 1024
 
 _encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
@@ -395,15 +398,16 @@ def join_records(records: Sequence[str]) -> bytes:
 
 def decode_records(data: bytes, expected: int) -> list[dict[str, Any]]:
     """
-    Decode the reply records a child sent (parent side, untrusted input).
+    Decode the reply records a child sent (parent side, untrusted input).  A
+    child may answer for a prefix of the batch only (it stopped early).
 
-    @raise ValueError: if the reply is not a list of C{expected} records.
+    @raise ValueError: if the reply is not a list of at most C{expected} records.
     """
     records = decode_result(data)
     if (
         not isinstance(records, list)
-        or len(records) != expected
+        or len(records) > expected
         or not all(isinstance(r, dict) and isinstance(r.get("s"), str) for r in records)
     ):
-        raise ValueError(f"expected a list of {expected} reply records")
+        raise ValueError(f"expected a list of at most {expected} reply records")
     return records

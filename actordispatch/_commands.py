@@ -106,24 +106,32 @@ class RunBatch(amp.Command):
     Run a batch of invocations, one after the other, in the child.
 
     C{batch} is a JSON array of C{[handler name, event]} pairs (see
-    L{actordispatch._codec.encode_batch}).  The answer's C{records} is a JSON array
-    with one record per invocation, in order: C{{"s": status, "d": seconds,
+    L{actordispatch._codec.encode_batch}); C{seq} numbers the batch for the
+    spool (see L{children.host}).  The answer's C{records} is a JSON array with
+    one record per invocation run, in order: C{{"s": status, "d": seconds,
     "v": value}} or C{{"s": "error", "d": seconds, "t": type, "m": message,
-    "tb": traceback}}; C{pid} is the child's process id.
+    "tb": traceback}}.  It may cover a prefix of the batch only: the child stopped
+    early to keep its reply under its cap, and the rest never started.  C{pid} is
+    the child's process id, C{rss} its resident memory in bytes.
     """
 
     commandName = b"actordispatch:RunBatch"
-    arguments = [(b"batch", ChunkedBytes())]
-    response = [(b"records", ChunkedBytes()), (b"pid", amp.Integer())]
+    arguments = [(b"batch", ChunkedBytes()), (b"seq", amp.Integer(optional=True))]
+    response = [
+        (b"records", ChunkedBytes()),
+        (b"pid", amp.Integer()),
+        (b"rss", amp.Integer(optional=True)),
+    ]
     errors = {BatchDecodingError: b"BAD_BATCH"}
 
 
 class Ping(amp.Command):
     """
-    Ask a child whether it is up; answers with its pid.  (ampoule's own C{Ping}
+    Ask a child whether it is up; answers with its pid and, as JSON, the sandbox
+    layers it applied (layer name to C{"applied"} or why not).  (ampoule's own C{Ping}
     answers a text value where AMP wants bytes, which kills the child on
     Python 3.)
     """
 
     commandName = b"actordispatch:Ping"
-    response = [(b"pid", amp.Integer())]
+    response = [(b"pid", amp.Integer()), (b"sandbox", amp.Unicode(optional=True))]

@@ -52,3 +52,50 @@ class BatchDecodingError(ActorDispatchError):
     A child could not decode the batch of invocations it was sent.  This is a bug
     or a version mismatch between parent and child, never a handler's fault.
     """
+
+
+class ChildEndedError(ActorDispatchError):
+    """
+    A child process ended (exited or was killed) while calls to it were
+    outstanding.
+
+    @ivar exit_code: its exit code, if it exited.
+    @ivar signal: the signal that ended it, if one did.
+    @ivar pid: its process id, if known.
+    """
+
+    def __init__(
+        self,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        pid: int | None = None,
+        reason: str = "",
+    ) -> None:
+        self.exit_code = exit_code
+        self.signal = signal
+        self.pid = pid
+        self.reason = reason
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """
+        How it ended, in words: C{"signal 9"}, C{"exit code 3"}, or the reason.
+        """
+        if self.reason:
+            return self.reason
+        if self.signal is not None:
+            return f"signal {self.signal}"
+        return f"exit code {self.exit_code}"
+
+
+class ProtocolError(ActorDispatchError):
+    """
+    A child broke the AMP protocol: a malformed, oversized or unexpected box,
+    an answer to nothing, or a frame left half-sent.  The child is dropped.
+    """
+
+
+class OverloadedError(ActorDispatchError):
+    """
+    The dispatcher's queue is full: the event was not accepted.
+    """

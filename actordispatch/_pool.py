@@ -1,122 +1,73 @@
 """
-The local pool of child processes: ampoule children running L{HandlerHost}.
+The local pool: a supervised set of child processes that run handlers.
 
-L{AmpoulePool} keeps at most one AMP call outstanding per child (ampoule's
-model) and queues the rest itself, so that it can I{batch}: when a child frees up
-and several invocations are waiting, they go to it in one L{RunBatch} call.  When
-the pool is idle an invocation is sent at once, alone, so batching adds no
-latency.  Under load, one AMP round trip carries up to C{max_batch} invocations,
-which is where the throughput comes from (ampoule costs ~134 us of parent CPU per
-call, whatever it carries).
+ampoule gives us the child side (C{AMPChild}), the process protocol and its
+conventions; the supervision is ours, because ampoule's C{ProcessPool} cannot give
+the guarantees we promise (a stuck call hangs without a timeout, a child that dies
+idle is not replaced, a dead child can be handed work, its queue is unbounded,
+and it cannot tell which invocation a dead child was running).
 
-Children get an explicit environment: C{PYTHONPATH} set to the parent's
-C{sys.path} (so they import what the parent could, the user's handler modules
-included) plus the variables the user passes, and nothing else inherited.
+L{AmpoulePool}:
 
-Timeouts are enforced by killing the child (ampoule's per-call timeout, SIGKILL);
-ampoule then replaces it.  A batch may run for the sum of its invocations'
-timeouts.
+ - keeps C{size} children alive, replacing each one that dies at once (with a
+   growing delay when children die while booting, and failing work fast once
+   they keep doing so);
+ - batches: when a child is free and several invocations wait, they go to it in
+   one L{RunBatch} call (up to C{max_batch}); when idle, one goes at once;
+ - times each invocation from its own start, read from the child's spool, and
+   kills a child whose invocation overran its timeout (SIGTERM, then SIGKILL
+   after C{kill_grace}): that invocation ends C{"timeout"}, those that finished
+   keep their outcomes, those not started run on another child, once;
+ - does the same when a child crashes or breaks the protocol mid-batch (the
+   running invocation ends C{"crashed"}), and quarantines handlers whose
+   children keep dying (L{Quarantine});
+ - recycles a child after C{recycle_after} invocations or once its resident
+   memory passes C{max_rss}, between batches, without failing anything.
 """
 
 from __future__ import annotations
 
-import os
+import itertools
+import json
 import signal
-import sys
 from collections import deque
 from collections.abc import Mapping
-from time import perf_counter
+from time import monotonic
 from typing import Any
 
 from attrs import define, field
-from twisted.internet import error
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from actordispatch._child import (
+    CHILD_BOOTSTRAP,
+    Child,
+    SpoolView,
+    child_environment,
+    spawn_child,
+)
 from actordispatch._codec import (
+    DEFAULT_MAX_REPLY_SIZE,
     DEFAULT_MAX_RESULT_SIZE,
     decode_records,
     encode_batch,
 )
-from actordispatch._commands import CheckHandler, Ping, RunBatch
-from actordispatch._errors import ActorDispatchError
+from actordispatch._commands import AMP_MAX_VALUE, CheckHandler, Ping, RunBatch
+from actordispatch._errors import (
+    ActorDispatchError,
+    ChildEndedError,
+    HandlerImportError,
+)
 from actordispatch._invocation import Invocation
-from actordispatch._result import HandlerOutcome
+from actordispatch._quarantine import Quarantine
+from actordispatch._result import HandlerOutcome, Status
 from actordispatch.interfaces import IHandlerPool
 
+__all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "child_environment"]
+
 _log = Logger()
-
-#: The child's bootstrap: our own entry point (see L{children.main}).
-CHILD_BOOTSTRAP = "from children.main import main; main()"
-#: The AMP child class the children run.
-CHILD_CLASS = "children.host.HandlerHost"
-
-
-class ChildTimedOut(error.ProcessTerminated):
-    """
-    @ivar pid: the pid the child had.
-
-    The parent killed a child because its call ran past its deadline.  A
-    C{ProcessTerminated}, so that ampoule replaces the child.
-    """
-
-
-class ChildCrashed(error.ProcessTerminated):
-    """
-    A child ended (by exit or by signal) while calls to it were outstanding.
-    """
-
-
-def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """
-    The explicit environment of a child: C{PYTHONPATH} from the parent's
-    C{sys.path} and C{extra}; nothing else is inherited.
-    """
-    paths = [p or os.getcwd() for p in sys.path]
-    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
-    env.update(extra or {})
-    return env
-
-
-class _ParentAMP(amp.AMP):
-    """
-    The parent's end of one child's AMP connection.  It remembers the child's
-    pid and turns the end of the process into a precise reason for the calls
-    still outstanding: L{ChildTimedOut} or L{ChildCrashed}.
-    """
-
-    timed_out = False
-    pid: int | None = None
-
-    def makeConnection(self, transport: Any) -> None:
-        process = getattr(transport, "transport", None)
-        self.pid = getattr(process, "pid", None)
-        super().makeConnection(transport)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        value = reason.value
-        exit_code = getattr(value, "exitCode", None)
-        signal_number = getattr(value, "signal", None)
-        status = getattr(value, "status", None)
-        kind = ChildTimedOut if self.timed_out else ChildCrashed
-        ended = kind(exit_code, signal_number, status)
-        ended.pid = self.pid  # type: ignore[union-attr]
-        super().connectionLost(Failure(ended))
-
-
-def _process_pool_class() -> type:
-    # ampoule imports the global reactor at import time: import it late.
-    from ampoule.pool import ProcessPool
-
-    class _ProcessPool(ProcessPool):
-        def _handleTimeout(self, child: _ParentAMP) -> None:
-            child.timed_out = True
-            super()._handleTimeout(child)
-
-    return _ProcessPool
 
 
 @define(eq=False)
@@ -129,273 +80,26 @@ class _Pending:
 class _PendingCheck:
     name: str
     done: Deferred[int]
+    deadline: Any = None
 
 
-@implementer(IHandlerPool)
 @define(eq=False)
-class AmpoulePool:
-    """
-    A fixed-size pool of ampoule children that run handlers, with adaptive
-    batching.
-
-    @ivar size: the number of children (ampoule's C{min} and C{max}).
-    @ivar default_timeout: seconds a handler may run when it set no timeout.
-    @ivar max_batch: the most invocations sent in one AMP call.
-    @ivar max_batch_bytes: stop adding events to a batch past this many bytes.
-    @ivar recycle_after: replace a child after this many calls (0: never).
-    @ivar child_env: extra environment variables for the children.
-    @ivar max_result_size: cap, in bytes, on one encoded handler result.
-    """
-
-    size: int = 2
-    default_timeout: float = 60.0
-    max_batch: int = 64
-    max_batch_bytes: int = 4 * 1024 * 1024
-    recycle_after: int = 0
-    child_env: Mapping[str, str] | None = None
-    max_result_size: int = DEFAULT_MAX_RESULT_SIZE
-    _pool: Any = field(default=None, init=False)
-    _queue: deque[_Pending | _PendingCheck] = field(factory=deque, init=False)
-    _busy: int = field(default=0, init=False)
-    _ready: Deferred[None] = field(factory=lambda: succeed(None), init=False)
-
-    def __attrs_post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"pool size must be at least 1, not {self.size!r}")
-        if not self.default_timeout > 0:
-            raise ValueError(
-                f"default_timeout must be positive, not {self.default_timeout!r}"
-            )
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, not {self.max_batch!r}")
-
-    @property
-    def started(self) -> bool:
-        """
-        Whether the children are (being) started.
-        """
-        return self._pool is not None
-
-    def child_pids(self) -> list[int]:
-        """
-        The pids of the live children.
-        """
-        if self._pool is None:
-            return []
-        return sorted(c.pid for c in self._pool.processes if c.pid is not None)
-
-    def start(self) -> Deferred[None]:
-        """
-        Start the children; the Deferred fires once every one answered a ping.
-        Idempotent.
-        """
-        if self._pool is not None:
-            return self._ready
-        from ampoule.main import ProcessStarter
-
-        starter = ProcessStarter(
-            bootstrap=CHILD_BOOTSTRAP,
-            env=child_environment(self.child_env),
-            packages=(),
-            childReactor="poll",
-        )
-        self._pool = _process_pool_class()(
-            ampChild=_host_class(),
-            ampParent=_ParentAMP,
-            min=self.size,
-            max=self.size,
-            maxIdle=3600,
-            recycleAfter=self.recycle_after,
-            starter=starter,
-            timeout=None,
-            timeout_signal=signal.SIGKILL,
-            ampChildArgs=(str(self.max_result_size),),
-        )
-        self._pool.start()
-        pings = [child.callRemote(Ping) for child in list(self._pool.processes)]
-        self._ready = DeferredList(pings, consumeErrors=True).addCallback(
-            lambda _: None
-        )
-        self._pump()
-        return self._ready
-
-    def stop(self) -> Deferred[None]:
-        """
-        Stop the children.  Work still queued fails as C{"crashed"}.
-        """
-        pool, self._pool = self._pool, None
-        while self._queue:
-            item = self._queue.popleft()
-            if isinstance(item, _PendingCheck):
-                item.done.errback(ActorDispatchError("the pool was stopped"))
-            else:
-                item.done.callback(
-                    item.invocation.outcome(
-                        "crashed",
-                        error_type="actordispatch.PoolStopped",
-                        error_message="the pool was stopped before this ran",
-                    )
-                )
-        if pool is None:
-            return succeed(None)
-        return pool.stop().addCallback(lambda _: None)
-
-    def check_handler(self, name: str) -> Deferred[int]:
-        """
-        Have a child import C{name}; fires with that child's pid.
-        """
-        done: Deferred[int] = Deferred()
-        self._queue.append(_PendingCheck(name, done))
-        self._pump()
-        return done
-
-    def invoke(self, invocation: Invocation) -> Deferred[HandlerOutcome]:
-        """
-        Run C{invocation} on some child; always fires with its outcome.
-        """
-        done: Deferred[HandlerOutcome] = Deferred()
-        self._queue.append(_Pending(invocation, done))
-        self._pump()
-        return done
-
-    def queued(self) -> int:
-        """
-        How many invocations and checks wait for a child.
-        """
-        return len(self._queue)
-
-    def _pump(self) -> None:
-        while self._pool is not None and self._queue and self._busy < self.size:
-            head = self._queue.popleft()
-            self._busy += 1
-            if isinstance(head, _PendingCheck):
-                self._send_check(head)
-                continue
-            batch = [head]
-            size = len(head.invocation.event)
-            while (
-                self._queue
-                and len(batch) < self.max_batch
-                and size < self.max_batch_bytes
-                and isinstance(self._queue[0], _Pending)
-            ):
-                item = self._queue.popleft()
-                assert isinstance(item, _Pending)
-                batch.append(item)
-                size += len(item.invocation.event)
-            self._send_batch(batch)
-
-    def _finished(self, result: object) -> object:
-        self._busy -= 1
-        self._pump()
-        return result
-
-    def _send_check(self, check: _PendingCheck) -> None:
-        d = self._pool.doWork(
-            CheckHandler, handler=check.name, _timeout=self.default_timeout
-        )
-        d.addBoth(self._finished)
-        d.addCallback(lambda answer: answer["pid"])
-        d.chainDeferred(check.done)
-
-    def _send_batch(self, batch: list[_Pending]) -> None:
-        deadline = sum(p.invocation.timeout or self.default_timeout for p in batch)
-        sent = perf_counter()
-        payload = encode_batch(
-            [(p.invocation.handler, p.invocation.event) for p in batch]
-        )
-        d = self._pool.doWork(RunBatch, batch=payload, _timeout=deadline)
-        d.addBoth(self._finished)
-        d.addCallbacks(
-            self._answered,
-            self._failed,
-            callbackArgs=(batch,),
-            errbackArgs=(batch, sent, deadline),
-        )
-
-    def _answered(self, answer: dict[str, Any], batch: list[_Pending]) -> None:
-        pid = answer.get("pid")
-        try:
-            records = decode_records(answer["records"], len(batch))
-        except Exception as e:
-            _log.error(
-                "child {pid} sent an unreadable reply: {error}", pid=pid, error=e
-            )
-            for p in batch:
-                p.done.callback(
-                    p.invocation.outcome(
-                        "crashed",
-                        error_type="actordispatch.ProtocolError",
-                        error_message=f"child sent an unreadable reply: {e}",
-                        pid=pid,
-                    )
-                )
-            return
-        for p, record in zip(batch, records, strict=True):
-            p.done.callback(_outcome_from_record(p.invocation, record, pid))
-
-    def _failed(
-        self, reason: Failure, batch: list[_Pending], sent: float, deadline: float
-    ) -> None:
-        elapsed = perf_counter() - sent
-        value = reason.value
-        if isinstance(value, ChildTimedOut):
-            status = "timeout"
-            kind = "actordispatch.HandlerTimeout"
-            message = (
-                f"did not finish within {deadline:g}s"
-                + (f" (batch of {len(batch)})" if len(batch) > 1 else "")
-                + "; the child was killed"
-            )
-        elif isinstance(value, error.ProcessTerminated):
-            status = "crashed"
-            kind = "actordispatch.ChildCrashed"
-            how = (
-                f"signal {value.signal}"
-                if value.signal is not None
-                else f"exit code {value.exitCode}"
-            )
-            message = f"the child process ended ({how}) while running this handler"
-        elif isinstance(value, ActorDispatchError):
-            status = "error"
-            kind = f"actordispatch.{type(value).__name__}"
-            message = str(value)
-        else:
-            status = "crashed"
-            kind = f"{type(value).__module__}.{type(value).__qualname__}"
-            message = str(value) or repr(value)
-        _log.warn(
-            "batch of {count} ended {status}: {message}",
-            count=len(batch),
-            status=status,
-            message=message,
-        )
-        for p in batch:
-            p.done.callback(
-                p.invocation.outcome(
-                    status,  # type: ignore[arg-type]
-                    error_type=kind,
-                    error_message=message,
-                    duration=elapsed,
-                    pid=getattr(value, "pid", None),
-                )
-            )
-
-
-def _host_class() -> type:
-    from children.host import HandlerHost
-
-    return HandlerHost
+class _Batch:
+    seq: int
+    child: Child
+    items: list[_Pending]
+    sent: float
+    settled: bool = False
+    deadline: Any = None
 
 
 def _outcome_from_record(
     invocation: Invocation, record: dict[str, Any], pid: int | None
 ) -> HandlerOutcome:
-    status = record["s"]
     duration = record.get("d")
     if not isinstance(duration, (int, float)):
         duration = 0.0
-    if status == "ok":
+    if record.get("s") == "ok":
         return HandlerOutcome(
             handler_id=invocation.handler_id,
             handler=invocation.handler,
@@ -421,3 +125,690 @@ def _outcome_from_record(
         duration=float(duration),
         pid=pid,
     )
+
+
+@implementer(IHandlerPool)
+@define(eq=False)
+class AmpoulePool:
+    """
+    A supervised pool of child processes that run handlers.
+
+    @ivar size: how many children to keep alive.
+    @ivar default_timeout: seconds an invocation may run when it set none.
+    @ivar max_batch: the most invocations sent in one AMP call.
+    @ivar max_batch_bytes: stop adding events to a batch past this many bytes.
+    @ivar recycle_after: replace a child after this many invocations (0: never).
+    @ivar max_rss: replace a child once its resident memory passes this many
+        bytes, checked between batches (C{None}: never).
+    @ivar child_env: extra environment variables for the children.
+    @ivar max_result_size: cap, in bytes, on one encoded handler result.
+    @ivar max_reply_size: cap, in bytes, on a child's reply to one batch.
+    @ivar kill_grace: seconds between SIGTERM and SIGKILL.
+    @ivar output_cap: bytes of a child's stdout/stderr logged per batch.
+    @ivar sandbox: the child configuration of a sandbox profile (see
+        L{actordispatch._sandbox}), applied before any handler is imported.
+    @ivar crash_limit, crash_window, quarantine_base, quarantine_cap: see
+        L{Quarantine}.
+    @ivar max_boot_failures: after this many children in a row die while
+        booting, queued work fails fast (respawns go on, with a growing delay).
+    @ivar reactor: the reactor (the global one by default).
+    """
+
+    size: int = 2
+    default_timeout: float = 60.0
+    max_batch: int = 64
+    max_batch_bytes: int = 4 * 1024 * 1024
+    recycle_after: int = 0
+    max_rss: int | None = None
+    child_env: Mapping[str, str] | None = None
+    max_result_size: int = DEFAULT_MAX_RESULT_SIZE
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+    kill_grace: float = 1.0
+    output_cap: int = 64 * 1024
+    sandbox: Mapping[str, Any] | None = None
+    crash_limit: int = 3
+    crash_window: float = 60.0
+    quarantine_base: float = 1.0
+    quarantine_cap: float = 60.0
+    max_boot_failures: int = 5
+    reactor: Any = None
+    _children: dict[int, Child] = field(factory=dict, init=False)
+    _idle: deque[Child] = field(factory=deque, init=False)
+    _queue: deque[_Pending | _PendingCheck] = field(factory=deque, init=False)
+    _running: bool = field(default=False, init=False)
+    _numbers: Any = field(factory=lambda: itertools.count(1), init=False)
+    _seqs: Any = field(factory=lambda: itertools.count(1), init=False)
+    _boot_failures: int = field(default=0, init=False)
+    _respawn: Any = field(default=None, init=False)
+    _ready: Deferred[None] = field(factory=lambda: succeed(None), init=False)
+    _quarantine: Quarantine = field(init=False)
+    _last_boot_error: str = field(default="", init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"pool size must be at least 1, not {self.size!r}")
+        if not self.default_timeout > 0:
+            raise ValueError(
+                f"default_timeout must be positive, not {self.default_timeout!r}"
+            )
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {self.max_batch!r}")
+        if self.max_reply_size < self.max_result_size:
+            raise ValueError("max_reply_size must be at least max_result_size")
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+        self._quarantine = Quarantine(
+            self.reactor,
+            self.crash_limit,
+            self.crash_window,
+            self.quarantine_base,
+            self.quarantine_cap,
+        )
+
+    # --- introspection -------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """
+        Whether the pool is running.
+        """
+        return self._running
+
+    def child_pids(self) -> list[int]:
+        """
+        The pids of the children alive now (booting, idle or busy).
+        """
+        return sorted(
+            c.pid
+            for c in self._children.values()
+            if c.pid is not None and c.state != "dying"
+        )
+
+    def queued(self) -> int:
+        """
+        How many invocations and checks wait for a child.
+        """
+        return len(self._queue)
+
+    def quarantined(self) -> dict[str, float]:
+        """
+        Quarantined handlers, with the seconds they have left.
+        """
+        return self._quarantine.quarantined()
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """
+        Start the children; fires once each has answered (or died).  Idempotent.
+        """
+        if self._running:
+            return self._ready
+        self._running = True
+        booted = [self._spawn() for _ in range(self.size)]
+        self._ready = DeferredList(booted, consumeErrors=True).addCallback(
+            lambda _: None
+        )
+        return self._ready
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop the children.  Queued work ends C{"skipped"}; work running is
+        killed (the dispatcher waits for it before stopping the pool).
+        """
+        self._running = False
+        if self._respawn is not None and self._respawn.active():
+            self._respawn.cancel()
+        self._respawn = None
+        self.abort("the pool was stopped")
+        ended = []
+        for child in list(self._children.values()):
+            ended.append(child.ended)
+            if child.state in ("idle", "booting", "retiring"):
+                self._retire(child)
+        return DeferredList(ended, consumeErrors=True).addCallback(lambda _: None)
+
+    def abort(self, message: str) -> None:
+        """
+        End everything at once: running invocations end C{"timeout"} (their
+        children are killed), queued ones C{"skipped"}, checks fail.
+        """
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _PendingCheck):
+                self._cancel(item.deadline)
+                item.done.errback(
+                    HandlerImportError(f"{message}: {item.name!r} was not checked")
+                )
+            else:
+                item.done.callback(
+                    item.invocation.outcome(
+                        "skipped",
+                        error_type="actordispatch.Aborted",
+                        error_message=f"{message} before this ran",
+                    )
+                )
+        for child in list(self._children.values()):
+            work = child.work
+            if isinstance(work, _Batch) and not work.settled:
+                view = child.read_spool(work.seq, self.max_reply_size)
+                self._settle_from_spool(
+                    work,
+                    view,
+                    "timeout",
+                    "actordispatch.Aborted",
+                    message,
+                    requeue=False,
+                )
+                self._kill(child)
+
+    # --- children ------------------------------------------------------------------
+
+    def _spawn(self) -> Deferred[None]:
+        number = next(self._numbers)
+        holder: list[Child] = []
+        child = spawn_child(
+            self.reactor,
+            number,
+            env=child_environment(self.child_env),
+            config={
+                "max_result_size": self.max_result_size,
+                "max_reply_size": self.max_reply_size,
+                "sandbox": dict(self.sandbox or {}),
+            },
+            on_protocol_error=lambda message: self._protocol_error(holder[0], message),
+            max_box_bytes=self.max_reply_size + 64 * 1024,
+            max_box_keys=self.max_reply_size // AMP_MAX_VALUE + 16,
+            output_cap=self.output_cap,
+        )
+        holder.append(child)
+        self._children[number] = child
+        child.ended.addBoth(self._ended, child)
+        booted = child.amp.callRemote(Ping)
+        booted.addCallbacks(
+            self._booted, self._boot_failed, (child,), errbackArgs=(child,)
+        )
+        return booted
+
+    def _booted(self, answer: dict[str, Any], child: Child) -> None:
+        if child.state != "booting":
+            return
+        self._boot_failures = 0
+        report = answer.get("sandbox")
+        if report:
+            try:
+                child.sandbox = dict(json.loads(report))
+            except ValueError:
+                child.sandbox = {}
+            missing = {k: v for k, v in child.sandbox.items() if v != "applied"}
+            if missing:
+                _log.critical(
+                    "child {pid}: sandbox layers NOT in force: {missing}",
+                    pid=child.pid,
+                    missing=missing,
+                )
+        child.state = "idle"
+        self._idle.append(child)
+        self._pump()
+
+    def _boot_failed(self, reason: Failure, child: Child) -> None:
+        # The child died (or broke the protocol) before answering: _ended counts it.
+        if child.state == "booting":
+            self._kill(child)
+
+    def _ended(self, status: Any, child: Child) -> None:
+        self._children.pop(child.number, None)
+        self._cancel(child.kill_call)
+        if child in self._idle:
+            self._idle.remove(child)
+        exit_code = getattr(status, "exitCode", None)
+        signal_number = getattr(status, "signal", None)
+        ended = ChildEndedError(exit_code, signal_number, child.pid)
+        if child.state == "booting":
+            self._boot_failures += 1
+            self._last_boot_error = ended.describe()
+            _log.error(
+                "child {pid} died while booting ({how}); {count} in a row",
+                pid=child.pid,
+                how=ended.describe(),
+                count=self._boot_failures,
+            )
+        work, child.work = child.work, None
+        if isinstance(work, _Batch) and not work.settled:
+            view = child.read_spool(work.seq, self.max_reply_size)
+            self._settle_from_spool(
+                work,
+                view,
+                "crashed",
+                "actordispatch.ChildCrashed",
+                f"the child process ended ({ended.describe()}) while running this "
+                "handler",
+                strike=True,
+            )
+        elif isinstance(work, _PendingCheck):
+            self._cancel(work.deadline)
+            if not work.done.called:
+                self._quarantine.strike(work.name)
+                work.done.errback(
+                    HandlerImportError(
+                        f"the child died ({ended.describe()}) while importing "
+                        f"handler {work.name!r}"
+                    )
+                )
+        child.state = "dying"
+        child.spool.close()
+        self._maintain()
+        self._pump()
+
+    def _maintain(self) -> None:
+        """
+        Keep C{size} children that are not on their way out.
+        """
+        if not self._running or (self._respawn is not None and self._respawn.active()):
+            return
+        alive = sum(
+            1 for c in self._children.values() if c.state not in ("dying", "retiring")
+        )
+        missing = self.size - alive
+        if missing <= 0:
+            return
+        if self._boot_failures:
+            delay = min(10.0, 0.1 * 2 ** (self._boot_failures - 1))
+            self._respawn = self.reactor.callLater(delay, self._respawn_now)
+            if self._boot_failures >= self.max_boot_failures:
+                self._fail_queue(
+                    f"children keep dying while booting ({self._boot_failures} in "
+                    f"a row, last: {self._last_boot_error})"
+                )
+            return
+        for _ in range(missing):
+            self._spawn()
+
+    def _respawn_now(self) -> None:
+        self._respawn = None
+        if self._running:
+            self._spawn()
+            self._maintain()
+
+    def _fail_queue(self, message: str) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _PendingCheck):
+                item.done.errback(
+                    HandlerImportError(f"{message}: {item.name!r} was not checked")
+                )
+            else:
+                item.done.callback(
+                    item.invocation.outcome(
+                        "crashed",
+                        error_type="actordispatch.PoolDown",
+                        error_message=message,
+                    )
+                )
+
+    def _kill(self, child: Child) -> None:
+        """
+        SIGTERM now, SIGKILL after the grace period; a replacement starts now.
+        """
+        if child.state == "dying":
+            return
+        if child in self._idle:
+            self._idle.remove(child)
+        child.state = "dying"
+        child.signal(signal.SIGTERM)
+        child.kill_call = self.reactor.callLater(
+            self.kill_grace, child.signal, signal.SIGKILL
+        )
+        self._maintain()
+
+    def _retire(self, child: Child) -> None:
+        """
+        Ask a child to exit once idle; a replacement starts now.
+        """
+        if child in self._idle:
+            self._idle.remove(child)
+        child.state = "retiring"
+        from ampoule.commands import Shutdown
+
+        child.amp.callRemote(Shutdown).addErrback(lambda _: None)
+        child.kill_call = self.reactor.callLater(
+            max(5.0, self.kill_grace), child.signal, signal.SIGKILL
+        )
+        self._maintain()
+
+    def _protocol_error(self, child: Child, message: str) -> None:
+        work = child.work
+        if isinstance(work, _Batch) and not work.settled:
+            view = child.read_spool(work.seq, self.max_reply_size)
+            self._settle_from_spool(
+                work,
+                view,
+                "crashed",
+                "actordispatch.ProtocolError",
+                f"protocol error from the child: {message}",
+                strike=True,
+            )
+        child.state = "busy" if child.state == "idle" else child.state
+        self._kill_now(child)
+
+    def _kill_now(self, child: Child) -> None:
+        if child in self._idle:
+            self._idle.remove(child)
+        child.state = "dying"
+        child.signal(signal.SIGKILL)
+        self._maintain()
+
+    @staticmethod
+    def _cancel(call: Any) -> None:
+        if call is not None and call.active():
+            call.cancel()
+
+    # --- work ----------------------------------------------------------------------
+
+    def check_handler(self, name: str) -> Deferred[int]:
+        """
+        Have a child import C{name}; fires with that child's pid.
+        """
+        left = self._quarantine.remaining(name)
+        if left is not None:
+            return fail(
+                HandlerImportError(
+                    f"handler {name!r} is quarantined for {left:.1f}s more: its "
+                    "children keep dying"
+                )
+            )
+        done: Deferred[int] = Deferred()
+        self._queue.append(_PendingCheck(name, done))
+        self._pump()
+        return done
+
+    def invoke(self, invocation: Invocation) -> Deferred[HandlerOutcome]:
+        """
+        Run C{invocation} on some child; always fires with its outcome.
+        """
+        blocked = self._blocked(invocation)
+        if blocked is not None:
+            return succeed(blocked)
+        done: Deferred[HandlerOutcome] = Deferred()
+        self._queue.append(_Pending(invocation, done))
+        self._pump()
+        return done
+
+    def _blocked(self, invocation: Invocation) -> HandlerOutcome | None:
+        left = self._quarantine.remaining(invocation.handler)
+        if left is None:
+            return None
+        return invocation.outcome(
+            "crashed",
+            error_type="actordispatch.Quarantined",
+            error_message=(
+                f"handler quarantined for {left:.1f}s more: its children died "
+                f"{self.crash_limit} times within {self.crash_window:g}s"
+            ),
+        )
+
+    def _pump(self) -> None:
+        while self._idle and self._queue:
+            child = self._idle.popleft()
+            head = self._queue.popleft()
+            if isinstance(head, _PendingCheck):
+                self._send_check(child, head)
+                continue
+            batch = []
+            size = 0
+            item: _Pending | _PendingCheck | None = head
+            while item is not None:
+                assert isinstance(item, _Pending)
+                blocked = self._blocked(item.invocation)
+                if blocked is not None:
+                    item.done.callback(blocked)
+                else:
+                    batch.append(item)
+                    size += len(item.invocation.event)
+                item = None
+                if (
+                    self._queue
+                    and len(batch) < self.max_batch
+                    and size < self.max_batch_bytes
+                    and isinstance(self._queue[0], _Pending)
+                ):
+                    item = self._queue.popleft()
+            if batch:
+                self._send_batch(child, batch)
+            else:
+                self._idle.appendleft(child)
+
+    def _send_check(self, child: Child, check: _PendingCheck) -> None:
+        child.state = "busy"
+        child.work = check
+        check.deadline = self.reactor.callLater(
+            self.default_timeout, self._check_overran, child, check
+        )
+        d = child.amp.callRemote(CheckHandler, handler=check.name)
+        d.addBoth(self._check_answered, child, check)
+
+    def _check_overran(self, child: Child, check: _PendingCheck) -> None:
+        if not check.done.called:
+            check.done.errback(
+                HandlerImportError(
+                    f"importing handler {check.name!r} took over "
+                    f"{self.default_timeout:g}s; the child was killed"
+                )
+            )
+        self._kill(child)
+
+    def _check_answered(self, result: Any, child: Child, check: _PendingCheck) -> None:
+        self._cancel(check.deadline)
+        if check.done.called:
+            return
+        if isinstance(result, Failure):
+            if isinstance(result.value, ChildEndedError):
+                return  # _ended reports it, with the strike
+            if isinstance(result.value, HandlerImportError):
+                check.done.errback(result.value)
+            else:
+                check.done.errback(
+                    HandlerImportError(
+                        f"could not check handler {check.name!r}: "
+                        f"{result.getErrorMessage()}"
+                    )
+                )
+        else:
+            check.done.callback(result["pid"])
+        if child.work is check:
+            self._done_with(child, None)
+
+    def _send_batch(self, child: Child, items: list[_Pending]) -> None:
+        batch = _Batch(next(self._seqs), child, items, monotonic())
+        child.state = "busy"
+        child.work = batch
+        child.calls += len(items)
+        child.connector.reset_output()
+        payload = encode_batch(
+            [(p.invocation.handler, p.invocation.event) for p in items]
+        )
+        batch.deadline = self.reactor.callLater(
+            self._timeout_of(items[0]), self._check_deadline, batch
+        )
+        d = child.amp.callRemote(RunBatch, batch=payload, seq=batch.seq)
+        d.addCallbacks(
+            self._batch_answered, self._batch_failed, (batch,), errbackArgs=(batch,)
+        )
+
+    def _timeout_of(self, item: _Pending) -> float:
+        return item.invocation.timeout or self.default_timeout
+
+    def _check_deadline(self, batch: _Batch) -> None:
+        """
+        The invocation running now may have overrun: find it in the spool and
+        either kill the child or look again when its own deadline comes.
+        """
+        batch.deadline = None
+        if batch.settled:
+            return
+        view = batch.child.read_spool(batch.seq, self.max_reply_size)
+        index = len(view.records)
+        if index >= len(batch.items):
+            # All ran; the answer is on its way.  Look again in a moment.
+            batch.deadline = self.reactor.callLater(
+                self.kill_grace, self._check_deadline, batch
+            )
+            return
+        if view.started is None:
+            started = batch.sent
+        elif index == 0:
+            started = view.started
+        else:
+            started = view.records[index - 1][0]
+        timeout = self._timeout_of(batch.items[index])
+        left = started + timeout - monotonic()
+        if left > 0:
+            batch.deadline = self.reactor.callLater(left, self._check_deadline, batch)
+            return
+        child = batch.child
+        self._settle_from_spool(
+            batch,
+            view,
+            "timeout",
+            "actordispatch.HandlerTimeout",
+            f"did not finish within {timeout:g}s; its child process was killed",
+        )
+        _log.warn(
+            "child {pid} killed: {handler} ran past its {timeout}s timeout",
+            pid=child.pid,
+            handler=batch.items[index].invocation.handler,
+            timeout=timeout,
+        )
+        self._kill(child)
+
+    def _settle_from_spool(
+        self,
+        batch: _Batch,
+        view: SpoolView,
+        status: Status,
+        error_type: str,
+        message: str,
+        *,
+        strike: bool = False,
+        requeue: bool = True,
+    ) -> None:
+        """
+        Settle a batch whose child is gone (or going): invocations the spool says
+        finished keep their outcomes, the one that was running gets C{status},
+        and the rest go back to the front of the queue (or end C{"skipped"}).
+        """
+        batch.settled = True
+        self._cancel(batch.deadline)
+        pid = batch.child.pid
+        finished: list[dict[str, Any]] = []
+        if view.records:
+            try:
+                finished = decode_records(
+                    b"[" + b",".join(r for _, r in view.records) + b"]",
+                    len(batch.items),
+                )
+            except ValueError:
+                finished = []
+        for pending, record in zip(batch.items, finished, strict=False):
+            pending.done.callback(_outcome_from_record(pending.invocation, record, pid))
+        rest = batch.items[len(finished) :]
+        if rest:
+            running = rest[0]
+            if strike:
+                delay = self._quarantine.strike(running.invocation.handler)
+                if delay is not None:
+                    _log.error(
+                        "handler {handler} quarantined for {delay}s: its children "
+                        "keep dying",
+                        handler=running.invocation.handler,
+                        delay=delay,
+                    )
+            started = view.started if view.started is not None else batch.sent
+            if finished:
+                started = view.records[len(finished) - 1][0]
+            running.done.callback(
+                running.invocation.outcome(
+                    status,
+                    error_type=error_type,
+                    error_message=message,
+                    duration=max(0.0, monotonic() - started),
+                    pid=pid,
+                )
+            )
+            unstarted = rest[1:]
+            if requeue and self._running:
+                self._queue.extendleft(reversed(unstarted))
+            else:
+                for pending in unstarted:
+                    pending.done.callback(
+                        pending.invocation.outcome(
+                            "skipped",
+                            error_type=error_type,
+                            error_message=f"{message} (before this started)",
+                        )
+                    )
+        if batch.child.work is batch:
+            batch.child.work = None
+
+    def _batch_answered(self, answer: dict[str, Any], batch: _Batch) -> None:
+        if batch.settled:
+            return  # a late answer: this batch already has its outcomes
+        child = batch.child
+        try:
+            records = decode_records(answer["records"], len(batch.items))
+        except ValueError as e:
+            self._protocol_error(child, f"unreadable reply: {e}")
+            return
+        batch.settled = True
+        self._cancel(batch.deadline)
+        pid = child.pid
+        for pending, record in zip(batch.items, records, strict=False):
+            self._quarantine.settle(pending.invocation.handler)
+            pending.done.callback(_outcome_from_record(pending.invocation, record, pid))
+        unstarted = batch.items[len(records) :]
+        self._queue.extendleft(reversed(unstarted))
+        rss = answer.get("rss")
+        recycle = (self.recycle_after and child.calls >= self.recycle_after) or (
+            self.max_rss is not None and isinstance(rss, int) and rss > self.max_rss
+        )
+        self._done_with(child, "recycle" if recycle else None)
+
+    def _done_with(self, child: Child, why: str | None) -> None:
+        child.work = None
+        if child.state != "busy":
+            return
+        if why is not None or not self._running:
+            _log.info("child {pid} recycled", pid=child.pid)
+            self._retire(child)
+        else:
+            child.state = "idle"
+            self._idle.append(child)
+        self._pump()
+
+    def _batch_failed(self, reason: Failure, batch: _Batch) -> None:
+        if batch.settled:
+            return
+        child = batch.child
+        value = reason.value
+        if isinstance(value, ChildEndedError):
+            return  # _ended settles it from the spool, with the exit status
+        if isinstance(value, ActorDispatchError):
+            # A declared error (a batch the child could not decode): our fault,
+            # not the handlers'; the child is fine.
+            batch.settled = True
+            self._cancel(batch.deadline)
+            for pending in batch.items:
+                pending.done.callback(
+                    pending.invocation.outcome(
+                        "error",
+                        error_type=f"actordispatch.{type(value).__name__}",
+                        error_message=str(value),
+                        pid=child.pid,
+                    )
+                )
+            self._done_with(child, None)
+            return
+        # Anything else (an undeclared error) means the child's AMP is gone bad.
+        self._protocol_error(child, f"{type(value).__name__}: {value}")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 from collections.abc import Callable
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 from ampoule.child import AMPChild
@@ -22,6 +23,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from actordispatch._codec import (
+    DEFAULT_MAX_REPLY_SIZE,
     DEFAULT_MAX_RESULT_SIZE,
     decode_batch,
     encode_outcome_record,
@@ -77,15 +79,88 @@ def resolve_handler(name: str) -> Callable[[Any], Any]:
     return handler
 
 
+def resident_memory() -> int | None:
+    """
+    This process's resident set size in bytes, or C{None} where C{/proc} has no
+    answer.
+    """
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+#: Room kept in a batch's reply for one error record (capped message and
+#: traceback, plus framing).
+_ERROR_RECORD_ROOM = 4 * MAX_TRACEBACK + 1024
+
+
+class _BatchRun:
+    """
+    One L{RunBatch} being served: its records so far, mirrored to the spool.
+
+    The spool is a file the parent handed over as a descriptor.  Before the batch
+    the child writes a header line C{"<seq> <monotonic start>"}, and after each
+    invocation a line C{"<monotonic end> <record>"}.  When the child dies or is
+    killed mid-batch, the parent reads it to keep the outcomes of the invocations
+    that finished, to name the one that was running, and to run the others
+    elsewhere; while the batch runs, it reads it to time each invocation from its
+    own start.
+    """
+
+    def __init__(
+        self, items: list[tuple[str, Any]], seq: int, spool_fd: int | None, room: int
+    ) -> None:
+        self.items = items
+        self.index = 0
+        self.records: list[str] = []
+        self._room = room
+        self._used = 0
+        self._spool_fd = spool_fd
+        self._offset = 0
+        if spool_fd is not None:
+            header = b"%d %r\n" % (seq, monotonic())
+            os.ftruncate(spool_fd, 0)
+            os.pwrite(spool_fd, header, 0)
+            self._offset = len(header)
+
+    def add(self, record: str) -> None:
+        self.records.append(record)
+        self._used += len(record) + 1
+        if self._spool_fd is not None:
+            line = b"%r %s\n" % (monotonic(), record.encode("utf-8"))
+            os.pwrite(self._spool_fd, line, self._offset)
+            self._offset += len(line)
+
+    def has_room(self, result_cap: int) -> bool:
+        """
+        Whether the next invocation's record is sure to fit in the reply.
+        """
+        return self._used + result_cap + _ERROR_RECORD_ROOM <= self._room
+
+
 class HandlerHost(AMPChild):
     """
     An ampoule child that serves L{CheckHandler} and L{RunBatch}.
+
+    @param config: JSON text with C{max_result_size} (bytes, one result),
+        C{max_reply_size} (bytes, one batch's reply) and C{spool_fd} (the
+        descriptor of the spool file, if any).
     """
 
-    def __init__(self, max_result_size: str = str(DEFAULT_MAX_RESULT_SIZE)) -> None:
+    def __init__(self, config: str = "{}") -> None:
         super().__init__()
+        settings = json.loads(config)
         self._handlers: dict[str, Callable[[Any], Any]] = {}
-        self._max_result_size = int(max_result_size)
+        self._max_result_size = int(
+            settings.get("max_result_size", DEFAULT_MAX_RESULT_SIZE)
+        )
+        self._max_reply_size = int(
+            settings.get("max_reply_size", DEFAULT_MAX_REPLY_SIZE)
+        )
+        self._spool_fd: int | None = settings.get("spool_fd")
+        self._sandbox_report: dict[str, str] = settings.get("sandbox_report", {})
 
     def _handler(self, name: str) -> Callable[[Any], Any]:
         handler = self._handlers.get(name)
@@ -95,7 +170,7 @@ class HandlerHost(AMPChild):
 
     @Ping.responder
     def ping(self) -> dict[str, Any]:
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), "sandbox": json.dumps(self._sandbox_report)}
 
     @CheckHandler.responder
     def check_handler(self, handler: str) -> dict[str, Any]:
@@ -103,55 +178,67 @@ class HandlerHost(AMPChild):
         return {"pid": os.getpid()}
 
     @RunBatch.responder
-    def run_batch(self, batch: bytes) -> dict[str, Any] | Deferred[dict[str, Any]]:
+    def run_batch(
+        self, batch: bytes, seq: int | None = None
+    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
         try:
             items = decode_batch(batch)
         except Exception as e:
             raise BatchDecodingError(f"{error_type_name(type(e))}: {e}") from None
-        return self._run_from(items, 0, [])
+        run = _BatchRun(
+            items,
+            seq or 0,
+            self._spool_fd if seq is not None else None,
+            self._max_reply_size,
+        )
+        return self._run_from(run)
 
-    def _run_from(
-        self, items: list[tuple[str, Any]], index: int, records: list[str]
-    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
+    def _run_from(self, run: _BatchRun) -> dict[str, Any] | Deferred[dict[str, Any]]:
         """
-        Run C{items[index:]} in order, synchronously while the handlers are
-        synchronous, and continuing from a callback when one returns a Deferred
-        or an awaitable.
+        Run the rest of C{run}'s items in order, synchronously while the handlers
+        are synchronous, continuing from a callback when one returns a Deferred
+        or an awaitable.  Stops early (the parent runs the rest elsewhere) when
+        the reply might outgrow its cap.
         """
-        while index < len(items):
-            name, event = items[index]
-            index += 1
+        items = run.items
+        while run.index < len(items):
+            if run.index and not run.has_room(self._max_result_size):
+                break
+            name, event = items[run.index]
+            run.index += 1
             started = perf_counter()
             try:
                 result = self._handler(name)(event)
             except (Exception, SystemExit) as e:
-                records.append(self._error_record(started, Failure(e)))
+                run.add(self._error_record(started, Failure(e)))
                 continue
             if isinstance(result, Deferred) or inspect.isawaitable(result):
                 waiting: Deferred[Any] = (
                     result if isinstance(result, Deferred) else ensureDeferred(result)  # type: ignore[arg-type]
                 )
-                waiting.addBoth(self._settled, started, records)
+                waiting.addBoth(self._settled, started, run)
                 # Already fired (often): carry on in this loop rather than
                 # nesting one call deeper per handler.
                 fired: list[None] = []
                 waiting.addCallback(fired.append)
                 if fired:
                     continue
-                return waiting.addCallback(self._resume, items, index, records)
-            records.append(self._ok_record(started, result))
-        return {"records": join_records(records), "pid": os.getpid()}
+                return waiting.addCallback(lambda _: self._run_from(run))
+            run.add(self._ok_record(started, result))
+        answer: dict[str, Any] = {
+            "records": join_records(run.records),
+            "pid": os.getpid(),
+        }
+        rss = resident_memory()
+        if rss is not None:
+            answer["rss"] = rss
+        return answer
 
-    def _resume(
-        self, _: object, items: list[tuple[str, Any]], index: int, records: list[str]
-    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
-        return self._run_from(items, index, records)
-
-    def _settled(self, result: Any, started: float, records: list[str]) -> None:
+    def _settled(self, result: Any, started: float, run: _BatchRun) -> None:
         if isinstance(result, Failure):
-            records.append(self._error_record(started, result))
+            run.add(self._error_record(started, result))
         else:
-            records.append(self._ok_record(started, result))
+            run.add(self._ok_record(started, result))
 
     def _ok_record(self, started: float, value: Any) -> str:
         try:

@@ -5,6 +5,8 @@ C{iosim} by a plain AMP client standing in for the parent.  No processes.
 
 from __future__ import annotations
 
+import json
+
 import os
 from typing import Any
 
@@ -56,7 +58,7 @@ class HostTestCase(SynchronousTestCase):
             call.cancel()
         kwargs = {}
         if self.max_result_size is not None:
-            kwargs["max_result_size"] = self.max_result_size
+            kwargs["config"] = json.dumps({"max_result_size": self.max_result_size})
         self.client: amp.AMP
         self.host: Host
         self.pump: IOPump
@@ -121,15 +123,18 @@ class HostTestCase(SynchronousTestCase):
         The child still has its connection and answers a Ping.
         """
         self.assertIsNone(self.host.lost)
-        self.assertEqual(self.successResultOf(self.call(Ping)), {"pid": os.getpid()})
+        self.assertEqual(self.successResultOf(self.call(Ping))["pid"], os.getpid())
 
 
 class PingTests(HostTestCase):
     def test_ping(self) -> None:
         """
-        Ping answers with the child's pid.
+        Ping answers with the child's pid and the sandbox layers it applied
+        (none here).
         """
-        self.assertEqual(self.successResultOf(self.call(Ping)), {"pid": os.getpid()})
+        self.assertEqual(
+            self.successResultOf(self.call(Ping)), {"pid": os.getpid(), "sandbox": "{}"}
+        )
 
 
 class CheckHandlerTests(HostTestCase):

@@ -1,0 +1,324 @@
+"""
+One child process, as the parent sees it.
+
+A L{Child} is spawned with ampoule's conventions (C{AMPConnector} as the process
+protocol, AMP on descriptors 3 and 4, an C{AMPChild} subclass on the other side)
+plus two things of ours:
+
+ - a I{spool}: an unlinked temporary file passed as descriptor 5, where the child
+   notes when each batch and each invocation starts and what each finished
+   invocation returned (see L{children.host}).  The parent reads it only when it
+   must: to time the invocation that is running now, and to keep the outcomes of
+   the invocations that finished when the child dies mid-batch;
+ - a hardened AMP connection, L{ChildAMP}: a child is not trusted, so boxes are
+   capped in size and key count, boxes the protocol never expects from a child
+   (commands, answers to nothing) and malformed frames drop it, and so does a
+   frame left half-sent for C{frame_timeout} seconds.
+
+The child's stdout and stderr are read continuously (a child never blocks on
+them) and relayed to the log, capped per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+from ampoule.main import AMPConnector
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from actordispatch._errors import ChildEndedError, ProtocolError
+
+_log = Logger()
+
+#: The child's bootstrap: our own entry point (see L{children.main}).
+CHILD_BOOTSTRAP = "from children.main import main; main()"
+#: The AMP child class the children run.
+CHILD_CLASS = "children.host.HandlerHost"
+#: The child's descriptor for the spool.
+SPOOL_FD = 5
+#: The reactor the children run.
+CHILD_REACTOR = "poll"
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """
+    The explicit environment of a child: C{PYTHONPATH} from the parent's
+    C{sys.path} and C{extra}; nothing else is inherited.
+    """
+    paths = [p or os.getcwd() for p in sys.path]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    env.update(extra or {})
+    return env
+
+
+class ChildAMP(amp.AMP):
+    """
+    The parent's end of one child's AMP connection, hardened against a child
+    that lies.
+
+    @ivar pid: the child's pid.
+    """
+
+    pid: int | None = None
+
+    def __init__(
+        self,
+        reactor: Any,
+        on_protocol_error: Callable[[str], None],
+        max_box_bytes: int,
+        max_box_keys: int,
+        frame_timeout: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._on_protocol_error = on_protocol_error
+        self._max_box_bytes = max_box_bytes
+        self._max_box_keys = max_box_keys
+        self._frame_timeout = frame_timeout
+        self._box_bytes = 0
+        self._box_keys = 0
+        self._stall: Any = None
+        self.broken = False
+
+    def makeConnection(self, transport: Any) -> None:
+        process = getattr(transport, "transport", None)
+        self.pid = getattr(process, "pid", None)
+        super().makeConnection(transport)
+
+    # --- caps on what a child may send ---------------------------------------------
+
+    def proto_key(self, string: bytes) -> str:
+        if string:
+            self._box_keys += 1
+            if self._box_keys > self._max_box_keys:
+                raise ProtocolError(f"a box with over {self._max_box_keys} keys")
+        else:
+            self._box_keys = self._box_bytes = 0
+        return super().proto_key(string)
+
+    def proto_value(self, string: bytes) -> str:
+        self._box_bytes += len(string)
+        if self._box_bytes > self._max_box_bytes:
+            raise ProtocolError(f"a box of over {self._max_box_bytes} bytes")
+        return super().proto_value(string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self._broken(f"an AMP key of {length} bytes (the limit is 255)")
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        if amp.COMMAND in box:
+            raise ProtocolError(
+                f"a command from the child ({box[amp.COMMAND][:100]!r}): children "
+                "only answer"
+            )
+        super().ampBoxReceived(box)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            super().dataReceived(data)
+        except Exception as e:
+            self._broken(f"{type(e).__name__}: {e}" if str(e) else repr(e))
+            return
+        if self.broken:
+            return
+        if self._unprocessed or self._currentBox is not None:
+            # Half a frame: it must be completed soon.
+            if self._stall is None or not self._stall.active():
+                self._stall = self._reactor.callLater(
+                    self._frame_timeout, self._stalled
+                )
+            else:
+                self._stall.reset(self._frame_timeout)
+        elif self._stall is not None and self._stall.active():
+            self._stall.cancel()
+
+    def _stalled(self) -> None:
+        self._broken(f"a frame left incomplete for {self._frame_timeout:g}s")
+
+    def _broken(self, message: str) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        _log.error(
+            "child {pid} broke the protocol: {message}", pid=self.pid, message=message
+        )
+        self._on_protocol_error(message)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        value = reason.value
+        ended = ChildEndedError(
+            getattr(value, "exitCode", None), getattr(value, "signal", None), self.pid
+        )
+        super().connectionLost(Failure(ended))
+
+
+class ChildConnector(AMPConnector):
+    """
+    ampoule's process protocol, with the child's stdout and stderr relayed to the
+    log line by line, at most C{output_cap} bytes per batch (the rest counted).
+    """
+
+    def __init__(self, proto: ChildAMP, name: int, output_cap: int) -> None:
+        super().__init__(proto, name)
+        self.output_cap = output_cap
+        self.logged = 0
+        self.dropped = 0
+
+    def connectionMade(self) -> None:
+        self.amp.makeConnection(self)
+
+    def errReceived(self, data: bytes) -> None:
+        room = self.output_cap - self.logged
+        if room <= 0:
+            self.dropped += len(data)
+            return
+        shown, self.dropped = data[:room], self.dropped + max(0, len(data) - room)
+        self.logged += len(shown)
+        for line in shown.splitlines():
+            _log.info(
+                "child {pid} says: {line}",
+                pid=self.amp.pid,
+                line=line.decode("utf-8", "replace"),
+            )
+
+    def reset_output(self) -> None:
+        """
+        Start a new batch's allowance, reporting what the last one dropped.
+        """
+        if self.dropped:
+            _log.warn(
+                "child {pid} wrote {dropped} more bytes of output, not logged",
+                pid=self.amp.pid,
+                dropped=self.dropped,
+            )
+        self.logged = self.dropped = 0
+
+    def processEnded(self, status: Failure) -> None:
+        self.amp.connectionLost(status)
+        self.finished.callback(status.value)
+
+
+@define(eq=False)
+class SpoolView:
+    """
+    What a child's spool says about the batch numbered C{seq}.
+
+    @ivar started: when the batch started (monotonic seconds), or C{None} if the
+        child has not started it.
+    @ivar records: C{(end time, record bytes)} for each invocation that finished.
+    """
+
+    started: float | None
+    records: list[tuple[float, bytes]]
+
+
+@define(eq=False)
+class Child:
+    """
+    A live (or dying) child process and what the pool knows of it.
+
+    @ivar state: C{"booting"}, C{"idle"}, C{"busy"}, C{"retiring"} (asked to
+        shut down after its current work) or C{"dying"} (being killed).
+    """
+
+    number: int
+    amp: ChildAMP
+    connector: ChildConnector
+    process: Any
+    spool: IO[bytes]
+    ended: Deferred[Any]
+    state: str = "booting"
+    calls: int = 0
+    work: Any = None
+    kill_call: Any = None
+    sandbox: dict[str, str] = field(factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.amp.pid
+
+    def signal(self, signal_number: int) -> None:
+        """
+        Send C{signal_number} to the child, unless it is gone already.
+        """
+        try:
+            self.process.signalProcess(signal_number)
+        except Exception:
+            pass
+
+    def read_spool(self, seq: int, cap: int) -> SpoolView:
+        """
+        Read the spool (at most C{cap} bytes) for batch C{seq}.  Lines that do not
+        parse, or a header for another batch, count as nothing written.
+        """
+        data = os.pread(self.spool.fileno(), cap, 0)
+        lines = data.split(b"\n")
+        if len(lines) < 2:
+            return SpoolView(None, [])
+        try:
+            head_seq, head_started = lines[0].split(b" ", 1)
+            if int(head_seq) != seq:
+                return SpoolView(None, [])
+            started = float(head_started)
+        except ValueError:
+            return SpoolView(None, [])
+        records = []
+        for line in lines[1:-1]:  # the last piece is unterminated: not finished
+            end, _, record = line.partition(b" ")
+            try:
+                records.append((float(end), record))
+            except ValueError:
+                break
+        return SpoolView(started, records)
+
+
+def spawn_child(
+    reactor: Any,
+    number: int,
+    *,
+    env: Mapping[str, str],
+    config: Mapping[str, Any],
+    on_protocol_error: Callable[[str], None],
+    max_box_bytes: int,
+    max_box_keys: int,
+    output_cap: int,
+) -> Child:
+    """
+    Start one child process; it boots in the background.
+    """
+    spool = tempfile.TemporaryFile(prefix="actordispatch-spool-")
+    protocol = ChildAMP(reactor, on_protocol_error, max_box_bytes, max_box_keys)
+    connector = ChildConnector(protocol, number, output_cap)
+    child_config = dict(config, spool_fd=SPOOL_FD)
+    args = [
+        sys.executable,
+        "-c",
+        CHILD_BOOTSTRAP,
+        json.dumps(child_config),
+        CHILD_REACTOR,
+        CHILD_CLASS,
+    ]
+    process = reactor.spawnProcess(
+        connector,
+        sys.executable,
+        args,
+        env=dict(env),
+        childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r", SPOOL_FD: spool.fileno()},
+    )
+    process.closeStdin()
+    return Child(number, protocol, connector, process, spool, connector.finished)
