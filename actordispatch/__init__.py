@@ -12,6 +12,8 @@ from actordispatch._errors import (
     EventTooLargeError,
     HandlerImportError,
     NotRunningError,
+    OverloadedError,
+    ProtocolError,
 )
 from actordispatch._invocation import Invocation
 from actordispatch._pool import AmpoulePool
@@ -30,5 +32,7 @@ __all__ = [
     "HandlerOutcome",
     "Invocation",
     "NotRunningError",
+    "OverloadedError",
+    "ProtocolError",
     "Status",
 ]

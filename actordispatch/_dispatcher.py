@@ -27,6 +27,7 @@ from actordispatch._errors import (
     ActorDispatchError,
     HandlerImportError,
     NotRunningError,
+    OverloadedError,
 )
 from actordispatch._invocation import Invocation
 from actordispatch._match import MatchSpec
@@ -39,7 +40,9 @@ _log = Logger()
 
 #: Names of C{add_event_handler}'s own parameters and options (and
 #: C{fire_event}'s event), which therefore cannot be match keywords.
-RESERVED_KEYWORDS = frozenset({"handler", "phase", "max_calls", "timeout", "event"})
+RESERVED_KEYWORDS = frozenset(
+    {"handler", "phase", "max_calls", "timeout", "retries", "event"}
+)
 
 
 @frozen
@@ -51,8 +54,11 @@ class DispatcherStats:
     @ivar accepted: events C{fire_event} accepted (did not fail at once).
     @ivar finished: events whose L{DispatchResult} has been delivered.
     @ivar in_flight: events running their phases.
-    @ivar queued: accepted events waiting for their turn.
+    @ivar queued: accepted events waiting for their turn (the queue's depth).
+    @ivar waiting: events not accepted yet, waiting for room in a full queue
+        (with C{on_overload="wait"}).
     @ivar handlers: live registered handlers.
+    @ivar rejected: events refused because the queue was full.
     """
 
     accepted: int
@@ -60,6 +66,8 @@ class DispatcherStats:
     in_flight: int
     queued: int
     handlers: int
+    waiting: int = 0
+    rejected: int = 0
 
 
 @define(eq=False)
@@ -71,6 +79,7 @@ class _PhaseRun:
     delivery: _Delivery
     slots: list[HandlerOutcome | None]
     remaining: int
+    attempts: dict[int, int] = field(factory=dict)
 
 
 @define(eq=False)
@@ -121,6 +130,13 @@ class EventDispatcher:
         nothing else but C{PYTHONPATH}).
     @param max_batch: most invocations sent to one child in one AMP call.
     @param recycle_after: replace a child after this many calls (0: never).
+    @param max_queue: how many accepted events may wait for their turn (C{None}:
+        no bound); when full, C{fire_event} fails with L{OverloadedError}, or
+        waits for room if C{on_overload="wait"}.
+    @param on_overload: C{"fail"} or C{"wait"}, see C{max_queue}.
+    @param drain_timeout: default seconds C{stop()} lets accepted events finish
+        before it kills what runs (outcome C{"timeout"}) and skips the rest
+        (C{None}: wait as long as it takes).
     @param pool: an L{IHandlerPool} to use instead of the local ampoule pool.
     """
 
@@ -139,6 +155,9 @@ class EventDispatcher:
         child_env: Mapping[str, str] | None = None,
         max_batch: int = 64,
         recycle_after: int = 0,
+        max_queue: int | None = 10_000,
+        on_overload: str = "fail",
+        drain_timeout: float | None = None,
         pool: IHandlerPool | None = None,
     ) -> None:
         if isinstance(allowed_match_spec_keywords, str):
@@ -162,11 +181,26 @@ class EventDispatcher:
             )
         if order_by is not None and order_by not in self._keywords:
             raise ValueError(f"order_by={order_by!r} is not an allowed match keyword")
+        if on_overload not in ("fail", "wait"):
+            raise ValueError(
+                f"on_overload must be 'fail' or 'wait', not {on_overload!r}"
+            )
+        if max_queue is not None and (not isinstance(max_queue, int) or max_queue < 0):
+            raise ValueError(
+                f"max_queue must be a non-negative int or None, not {max_queue!r}"
+            )
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
         self._reactor = reactor
+        self._max_queue = max_queue
+        self._on_overload = on_overload
+        self._drain_timeout = drain_timeout
+        self._waiting: deque[tuple[Deferred[DispatchResult], Any, dict[str, Hashable]]]
+        self._waiting = deque()
+        self._rejected = 0
+        self._aborting = False
         self._max_in_flight = max_in_flight
         self._order_by = order_by
         self._skip_after_failure = skip_after_failure
@@ -177,6 +211,7 @@ class EventDispatcher:
             child_env=child_env,
             max_batch=max_batch,
             recycle_after=recycle_after,
+            reactor=reactor,
         )
         self._registry = HandlerRegistry(self.phases)
         self._checking: dict[int, Registration] = {}
@@ -258,6 +293,7 @@ class EventDispatcher:
         *,
         max_calls: int | None = None,
         timeout: float | None = None,
+        retries: int = 0,
         **match_spec: Hashable,
     ) -> Deferred[int]:
         """
@@ -268,6 +304,9 @@ class EventDispatcher:
             (which the parent never imports: a child does).
         @param max_calls: run at most this many times, then remove itself.
         @param timeout: seconds the handler may run (default: the pool's).
+        @param retries: run it again, up to this many times, when its child
+            crashed or it timed out (never when it raised): it runs at most
+            C{1 + retries} times per event, with one outcome, the last.
         @return: a Deferred firing with the handler's id (never reused).  For a
             callable it fires at once; for a name, once a child has imported it
             (the children start on the first such check, if not started yet),
@@ -290,6 +329,8 @@ class EventDispatcher:
             raise ValueError(
                 f"timeout must be a positive number of seconds, not {timeout!r}"
             )
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         name = handler_name(handler)
         registration = Registration(
             handler_id=self._registry.new_id(),
@@ -298,6 +339,7 @@ class EventDispatcher:
             spec=MatchSpec.from_keywords(match_spec),
             max_calls=max_calls,
             timeout=None if timeout is None else float(timeout),
+            retries=retries,
         )
         if not isinstance(handler, str):
             self._registry.register(registration)
@@ -381,11 +423,17 @@ class EventDispatcher:
         _log.info("dispatcher starting with phases {phases}", phases=self.phases)
         return self._ensure_pool()
 
-    def stop(self) -> Deferred[None]:
+    def stop(self, drain_timeout: float | None = None) -> Deferred[None]:
         """
         Stop accepting events, let every accepted event finish, then stop the
         children.  Registered handlers stay registered: C{start()} runs again
         with fresh children.
+
+        Events waiting for room in a full queue fail with L{NotRunningError}
+        (they were never accepted).  If accepted events are still running after
+        C{drain_timeout} seconds (default: the constructor's), their running
+        invocations are killed (outcome C{"timeout"}) and every invocation not
+        started yet ends C{"skipped"}: each accepted event still gets its result.
 
         @return: a Deferred firing when the children are gone.
         """
@@ -396,12 +444,26 @@ class EventDispatcher:
         self._running = False
         self._stopping = Deferred()
         done = self._stopping
+        while self._waiting:
+            waiter, _, _ = self._waiting.popleft()
+            waiter.errback(
+                NotRunningError(
+                    "the dispatcher stopped while this event waited for room"
+                )
+            )
+        timeout = self._drain_timeout if drain_timeout is None else drain_timeout
+        drain_call = None
+        if timeout is not None:
+            drain_call = self._reactor.callLater(timeout, self._abort_drain, timeout)
 
         def stop_pool(_: object) -> Deferred[None]:
             self._pool_started = False
             return self._pool.stop()
 
         def stopped(result: object) -> object:
+            if drain_call is not None and drain_call.active():
+                drain_call.cancel()
+            self._aborting = False
             self._stopping = None
             waiting, self._drained = self._drained, []
             for d in waiting:
@@ -412,6 +474,20 @@ class EventDispatcher:
         done.addCallback(stop_pool).addBoth(stopped)
         self._maybe_drained()
         return done
+
+    def _abort_drain(self, timeout: float) -> None:
+        _log.warn(
+            "stop(): accepted events still running after {timeout}s: killing them",
+            timeout=timeout,
+        )
+        self._aborting = True
+        self._pool.abort(f"the dispatcher stopped (drain timeout of {timeout:g}s)")
+        while self._mailbox:
+            delivery = self._mailbox.popleft()
+            self._queued -= 1
+            self._in_flight += 1
+            self._run_phase(delivery)
+        self._maybe_drained()
 
     def _maybe_drained(self) -> None:
         if (
@@ -433,6 +509,8 @@ class EventDispatcher:
             in_flight=self._in_flight,
             queued=self._queued,
             handlers=len(self._registry),
+            waiting=len(self._waiting),
+            rejected=self._rejected,
         )
 
     # --- events --------------------------------------------------------------------
@@ -469,6 +547,37 @@ class EventDispatcher:
             data = encode_event(event, self._max_event_size)
         except ActorDispatchError as e:
             return fail(e)
+        if self._max_queue is not None and (
+            self._waiting
+            or (self._queued >= self._max_queue and not self._starts_at_once(keywords))
+        ):
+            if self._on_overload == "fail":
+                self._rejected += 1
+                return fail(
+                    OverloadedError(
+                        f"{self._queued} events are queued (max_queue="
+                        f"{self._max_queue}): the event was not accepted"
+                    )
+                )
+            waiter: Deferred[DispatchResult] = Deferred()
+            self._waiting.append((waiter, data, keywords))
+            return waiter
+        return self._accept(data, keywords)
+
+    def _starts_at_once(self, keywords: Mapping[str, Hashable]) -> bool:
+        """
+        Whether an event fired now would start at once, never waiting in the
+        queue.
+        """
+        if self._mailbox or self._in_flight >= self._max_in_flight:
+            return False
+        return (
+            self._order_by is None or keywords.get(self._order_by) not in self._chains
+        )
+
+    def _accept(
+        self, data: bytes, keywords: Mapping[str, Hashable]
+    ) -> Deferred[DispatchResult]:
         delivery = _Delivery(
             event=data,
             order_key=keywords.get(self._order_by) if self._order_by else None,
@@ -496,6 +605,13 @@ class EventDispatcher:
             self._queued -= 1
             self._in_flight += 1
             self._run_phase(delivery)
+        while self._waiting and (
+            self._max_queue is None
+            or self._queued < self._max_queue
+            or self._starts_at_once(self._waiting[0][2])
+        ):
+            waiter, data, keywords = self._waiting.popleft()
+            self._accept(data, keywords).chainDeferred(waiter)
 
     def _run_phase(self, delivery: _Delivery) -> None:
         """
@@ -513,7 +629,9 @@ class EventDispatcher:
     def _start_phase(
         self, delivery: _Delivery, phase: str, planned: list[Registration]
     ) -> None:
-        skip = self._skip_after_failure and any(not o.ok for o in delivery.outcomes)
+        skip = self._aborting or (
+            self._skip_after_failure and any(not o.ok for o in delivery.outcomes)
+        )
         run = _PhaseRun(delivery, [None] * len(planned), len(planned))
         for slot, registration in enumerate(planned):
             invocation = Invocation(
@@ -527,9 +645,11 @@ class EventDispatcher:
                 if not registration.removed:
                     self._registry.release(registration)
                 reason = (
-                    "an earlier phase failed"
-                    if skip
-                    else "the handler was removed before its phase ran"
+                    "the handler was removed before its phase ran"
+                    if registration.removed
+                    else "the dispatcher stopped before its phase ran"
+                    if self._aborting
+                    else "an earlier phase failed"
                 )
                 self._settled(
                     invocation.outcome("skipped", error_message=reason),
@@ -559,6 +679,26 @@ class EventDispatcher:
         try:
             if isinstance(result, Failure):
                 result = self._pool_broke(result, invocation)
+            if (
+                registration is not None
+                and result.status in ("crashed", "timeout")
+                and run.attempts.get(slot, 0) < registration.retries
+                and not self._aborting
+            ):
+                run.attempts[slot] = run.attempts.get(slot, 0) + 1
+                _log.info(
+                    "handler {handler_id} {handler}: {status}, retry {attempt} of "
+                    "{retries}",
+                    handler_id=result.handler_id,
+                    handler=result.handler,
+                    status=result.status,
+                    attempt=run.attempts[slot],
+                    retries=registration.retries,
+                )
+                self._pool.invoke(invocation).addBoth(
+                    self._settled, run, slot, registration, invocation
+                )
+                return
             if registration is not None:
                 self._registry.settle(registration)
             if result.status != "ok":

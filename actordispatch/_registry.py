@@ -39,6 +39,7 @@ class Registration:
     spec: MatchSpec
     max_calls: int | None = None
     timeout: float | None = None
+    retries: int = 0
     reserved: int = 0
     settled: int = 0
     removed: bool = False

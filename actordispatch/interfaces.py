@@ -112,6 +112,13 @@ class IHandlerPool(Interface):
             C{HandlerImportError} when it could not.
         """
 
+    def abort(message: str) -> None:
+        """
+        End all work at once: running invocations end C{"timeout"} (their
+        workers are killed), queued ones C{"skipped"}, with C{message} as the
+        reason.  The pool keeps serving new work.
+        """
+
     def invoke(invocation: Invocation) -> Deferred[HandlerOutcome]:
         """
         Run one C{Invocation}.

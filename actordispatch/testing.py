@@ -93,6 +93,7 @@ class FakePool:
     checks: list[str] = field(factory=list)
     starts: int = 0
     stops: int = 0
+    aborts: list[str] = field(factory=list)
 
     def start(self) -> Deferred[None]:
         self.starts += 1
@@ -109,6 +110,15 @@ class FakePool:
         return fail(
             HandlerImportError(f"cannot import handler {name!r}: not in FakePool")
         )
+
+    def abort(self, message: str) -> None:
+        """
+        End every unanswered call: C{"timeout"}, as a real pool ends the
+        invocations it kills.
+        """
+        self.aborts.append(message)
+        for call in self.pending():
+            call.fail("timeout", "actordispatch.Aborted", message)
 
     def invoke(self, invocation: Invocation) -> Deferred[HandlerOutcome]:
         done: Deferred[HandlerOutcome] = Deferred()

@@ -18,6 +18,7 @@ from actordispatch import (
     EventTooLargeError,
     HandlerImportError,
     NotRunningError,
+    OverloadedError,
 )
 from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
 from actordispatch.testing import FakeCall, FakePool
@@ -598,3 +599,146 @@ class LifecycleTests(SynchronousTestCase):
         """
         dispatcher, _ = make()
         self.successResultOf(dispatcher.stop())
+
+
+class OverloadTests(SynchronousTestCase):
+    def test_full_queue_fails(self) -> None:
+        """
+        With max_queue=2, a third queued event fails at once with
+        OverloadedError and is not accepted; stats count it as rejected.
+        """
+        dispatcher, pool = make(max_queue=2)
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        running = dispatcher.fire_event({"n": 0})
+        queued = [dispatcher.fire_event({"n": n}) for n in (1, 2)]
+        self.failureResultOf(dispatcher.fire_event({"n": 3}), OverloadedError)
+        stats = dispatcher.stats()
+        self.assertEqual((stats.accepted, stats.queued, stats.rejected), (3, 2, 1))
+        while pool.pending():
+            pool.pending()[0].succeed()
+        for d in [running, *queued]:
+            self.successResultOf(d)
+
+    def test_full_queue_waits(self) -> None:
+        """
+        With on_overload="wait", a fire_event on a full queue waits, not
+        accepted, until there is room, then runs in fire order.
+        """
+        dispatcher, pool = make(max_queue=1, on_overload="wait")
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        results = [dispatcher.fire_event({"n": n}) for n in range(4)]
+        stats = dispatcher.stats()
+        self.assertEqual((stats.accepted, stats.queued, stats.waiting), (2, 1, 2))
+        seen = []
+        while pool.pending():
+            call = pool.pending()[0]
+            seen.append(call.invocation.event)
+            call.succeed()
+        self.assertEqual(seen, [b'{"n":%d}' % n for n in range(4)])
+        for d in results:
+            self.successResultOf(d)
+
+    def test_waiting_events_fail_on_stop(self) -> None:
+        """
+        Events still waiting for room when stop() is called fail with
+        NotRunningError: they were never accepted.
+        """
+        dispatcher, pool = make(max_queue=0, on_overload="wait")
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        running = dispatcher.fire_event({"n": 0})
+        waiting = dispatcher.fire_event({"n": 1})
+        stopped = dispatcher.stop()
+        self.failureResultOf(waiting, NotRunningError)
+        pool.pending()[0].succeed()
+        self.successResultOf(running)
+        self.successResultOf(stopped)
+
+
+class DrainTimeoutTests(SynchronousTestCase):
+    def test_drain_timeout(self) -> None:
+        """
+        stop(drain_timeout) waits that long for accepted events, then aborts
+        the pool (running invocations end "timeout") and skips every
+        invocation not started, in flight and queued events alike; each event
+        still gets its result and stats balance.
+        """
+        clock = Clock()
+        pool = FakePool()
+        dispatcher = EventDispatcher(
+            ("user",), ("one", "two"), reactor=clock, pool=pool
+        )
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "one"))
+        self.successResultOf(dispatcher.add_event_handler(other_handler, "two"))
+        first = dispatcher.fire_event({"n": 1})
+        second = dispatcher.fire_event({"n": 2})
+        stopped = dispatcher.stop(drain_timeout=5)
+        clock.advance(4.9)
+        self.assertNoResult(stopped)
+        clock.advance(0.2)
+        self.assertEqual(len(pool.aborts), 1)
+        self.assertEqual(
+            [o.status for o in self.successResultOf(first).outcomes],
+            ["timeout", "skipped"],
+        )
+        self.assertEqual(
+            [o.status for o in self.successResultOf(second).outcomes],
+            ["skipped", "skipped"],
+        )
+        self.successResultOf(stopped)
+        stats = dispatcher.stats()
+        self.assertEqual(
+            (stats.accepted, stats.finished, stats.in_flight, stats.queued),
+            (2, 2, 0, 0),
+        )
+        self.assertEqual(pool.calls[-1].invocation.phase, "one")
+
+
+class RetryTests(SynchronousTestCase):
+    def test_retries_on_crash_and_timeout_only(self) -> None:
+        """
+        retries=2: a crashed or timed-out invocation runs again, up to 1 + 2
+        times in all, with one outcome (the last); an "error" is never retried.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        flaky = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during", retries=2)
+        )
+        d = dispatcher.fire_event({})
+        pool.pending()[0].fail("crashed")
+        pool.pending()[0].fail("timeout")
+        pool.pending()[0].succeed("third time")
+        result = self.successResultOf(d)
+        self.assertEqual(
+            [(o.handler_id, o.status, o.value) for o in result.outcomes],
+            [(flaky, "ok", "third time")],
+        )
+        self.assertEqual(len(pool.calls), 3)
+        d = dispatcher.fire_event({})
+        for _ in range(3):
+            pool.pending()[0].fail("crashed")
+        self.assertEqual(pool.pending(), [])
+        self.assertEqual(
+            [o.status for o in self.successResultOf(d).outcomes], ["crashed"]
+        )
+        d = dispatcher.fire_event({})
+        pool.pending()[0].fail("error")
+        self.assertEqual(pool.pending(), [])
+        self.assertEqual(
+            [o.status for o in self.successResultOf(d).outcomes], ["error"]
+        )
+
+    def test_bad_retries(self) -> None:
+        """
+        retries must be a non-negative int; "retries" is not a match keyword.
+        """
+        dispatcher, _ = make()
+        for bad in (-1, 1.5, True, "2"):
+            with self.assertRaises(ValueError):
+                dispatcher.add_event_handler(module_handler, "during", retries=bad)
+        with self.assertRaises(ValueError):
+            EventDispatcher(("retries",), reactor=Clock(), pool=FakePool())

@@ -6,7 +6,6 @@ C{iosim} by a plain AMP client standing in for the parent.  No processes.
 from __future__ import annotations
 
 import json
-
 import os
 from typing import Any
 
