@@ -11,9 +11,9 @@ children are gone and the parent holds no more file descriptors than before.
 from __future__ import annotations
 
 import os
-from collections import Counter
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
