@@ -6,6 +6,8 @@ judges its figures: speed is measured by the benchmark, never asserted in tests.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import os
 import sys
 from pathlib import Path
@@ -26,7 +28,9 @@ class BenchmarkSmokeTests(TestCase):
         `python -m benchmarks.bench_dispatch --quick --json PATH` exits 0, prints
         the table with every mechanism and the targets, and writes the figures.
         """
-        path = Path(self.mktemp())
+        workdir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, workdir)
+        path = Path(workdir) / "figures.json"
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
             ["-m", "benchmarks.bench_dispatch", "--quick", "--json", str(path)],
