@@ -6,10 +6,10 @@ judges its figures: speed is measured by the benchmark, never asserted in tests.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
