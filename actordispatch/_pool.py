@@ -268,6 +268,8 @@ class AmpoulePool:
             ended.append(child.ended)
             if child.state in ("idle", "booting", "retiring"):
                 self._retire(child)
+            elif child.state == "busy":
+                self._kill(child)
         return DeferredList(ended, consumeErrors=True).addCallback(lambda _: None)
 
     def abort(self, message: str) -> None:
@@ -467,6 +469,8 @@ class AmpoulePool:
         """
         Ask a child to exit once idle; a replacement starts now.
         """
+        if child.state in ("retiring", "dying"):
+            return
         if child in self._idle:
             self._idle.remove(child)
         child.state = "retiring"
