@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -41,7 +41,7 @@ _log = Logger()
 #: Names of C{add_event_handler}'s own parameters and options (and
 #: C{fire_event}'s event), which therefore cannot be match keywords.
 RESERVED_KEYWORDS = frozenset(
-    {"handler", "phase", "max_calls", "timeout", "retries", "event"}
+    {"handler", "phase", "max_calls", "timeout", "retries", "pool", "event"}
 )
 
 
@@ -137,7 +137,9 @@ class EventDispatcher:
     @param drain_timeout: default seconds C{stop()} lets accepted events finish
         before it kills what runs (outcome C{"timeout"}) and skips the rest
         (C{None}: wait as long as it takes).
-    @param pool: an L{IHandlerPool} to use instead of the local ampoule pool.
+    @param pool: an L{IHandlerPool} to use as the C{"default"} pool instead of
+        the local ampoule pool.  More pools (other transports) can be added
+        with L{add_pool}.
     """
 
     def __init__(
@@ -205,7 +207,9 @@ class EventDispatcher:
         self._order_by = order_by
         self._skip_after_failure = skip_after_failure
         self._max_event_size = max_event_size
-        self._pool: IHandlerPool = pool or AmpoulePool(
+        self._pools: dict[str, IHandlerPool] = {}
+        self._pools_started: set[str] = set()
+        self._pools["default"] = pool or AmpoulePool(
             size=pool_size or os.cpu_count() or 2,
             default_timeout=default_timeout,
             child_env=child_env,
@@ -218,7 +222,6 @@ class EventDispatcher:
         self._checks_pending: set[Deferred[int]] = set()
         self._running = False
         self._stopping: Deferred[None] | None = None
-        self._pool_started = False
         self._mailbox: deque[_Delivery] = deque()
         self._chains: dict[Hashable, deque[_Delivery]] = {}
         self._accepted = 0
@@ -294,6 +297,7 @@ class EventDispatcher:
         max_calls: int | None = None,
         timeout: float | None = None,
         retries: int = 0,
+        pool: str = "default",
         **match_spec: Hashable,
     ) -> Deferred[int]:
         """
@@ -304,6 +308,7 @@ class EventDispatcher:
             (which the parent never imports: a child does).
         @param max_calls: run at most this many times, then remove itself.
         @param timeout: seconds the handler may run (default: the pool's).
+        @param pool: the name of the pool it runs in (see L{add_pool}).
         @param retries: run it again, up to this many times, when its child
             crashed or it timed out (never when it raised): it runs at most
             C{1 + retries} times per event, with one outcome, the last.
@@ -331,6 +336,8 @@ class EventDispatcher:
             )
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+        if pool not in self._pools:
+            raise ValueError(f"unknown pool {pool!r}; pools are {sorted(self._pools)}")
         name = handler_name(handler)
         registration = Registration(
             handler_id=self._registry.new_id(),
@@ -340,6 +347,7 @@ class EventDispatcher:
             max_calls=max_calls,
             timeout=None if timeout is None else float(timeout),
             retries=retries,
+            pool=pool,
         )
         if not isinstance(handler, str):
             self._registry.register(registration)
@@ -353,9 +361,9 @@ class EventDispatcher:
         return self._check_then_register(registration)
 
     def _check_then_register(self, registration: Registration) -> Deferred[int]:
-        self._ensure_pool()
+        self._ensure_pool(registration.pool)
         self._checking[registration.handler_id] = registration
-        check = self._pool.check_handler(registration.handler)
+        check = self._pools[registration.pool].check_handler(registration.handler)
         self._checks_pending.add(check)
 
         def checked(result: object) -> int:
@@ -405,10 +413,57 @@ class EventDispatcher:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    def _ensure_pool(self) -> Deferred[None]:
+    def _ensure_pool(self, name: str) -> Deferred[None]:
         # Pools' start() is idempotent: it answers when the workers are ready.
-        self._pool_started = True
-        return self._pool.start()
+        self._pools_started.add(name)
+        return self._pools[name].start()
+
+    def add_pool(self, name: str, pool: IHandlerPool) -> Deferred[None]:
+        """
+        Add a place for handlers to run: another L{IHandlerPool} (an external
+        process connected over AMP, worker hosts behind a broker, a second local
+        pool with other limits...).  Handlers choose it with
+        C{add_event_handler(..., pool=name)}.
+
+        @return: a Deferred firing when the pool is ready (at once if the
+            dispatcher is not running: it starts with the dispatcher).
+        @raise ValueError: if a pool has that name already.
+        """
+        if not isinstance(name, str) or not name or name in self._pools:
+            raise ValueError(f"pool name {name!r} is empty or taken")
+        self._pools[name] = pool
+        if self._running:
+            return self._ensure_pool(name)
+        return succeed(None)
+
+    def remove_pool(self, name: str) -> Deferred[None]:
+        """
+        Remove a pool and every handler registered to it (their planned
+        invocations that have not started end C{"skipped"}), then stop it: its
+        running invocations end as the pool ends them.
+
+        @raise ValueError: for the C{"default"} pool.
+        @raise KeyError: for an unknown pool.
+        """
+        if name == "default":
+            raise ValueError("the default pool cannot be removed")
+        pool = self._pools.pop(name)
+        for registration in self._registry.registrations():
+            if registration.pool == name:
+                self._registry.remove(registration.handler_id)
+        for handler_id, registration in list(self._checking.items()):
+            if registration.pool == name:
+                del self._checking[handler_id]
+        if name in self._pools_started:
+            self._pools_started.discard(name)
+            return pool.stop()
+        return succeed(None)
+
+    def pools(self) -> dict[str, IHandlerPool]:
+        """
+        The pools by name.
+        """
+        return dict(self._pools)
 
     def start(self) -> Deferred[None]:
         """
@@ -421,7 +476,12 @@ class EventDispatcher:
             return fail(ActorDispatchError("stop() has not finished; start() after it"))
         self._running = True
         _log.info("dispatcher starting with phases {phases}", phases=self.phases)
-        return self._ensure_pool()
+        started = [self._ensure_pool(name) for name in list(self._pools)]
+        if len(started) == 1:
+            return started[0]
+        return DeferredList(
+            started, fireOnOneErrback=True, consumeErrors=True
+        ).addCallback(lambda _: None)
 
     def stop(self, drain_timeout: float | None = None) -> Deferred[None]:
         """
@@ -456,9 +516,10 @@ class EventDispatcher:
         if timeout is not None:
             drain_call = self._reactor.callLater(timeout, self._abort_drain, timeout)
 
-        def stop_pool(_: object) -> Deferred[None]:
-            self._pool_started = False
-            return self._pool.stop()
+        def stop_pool(_: object) -> Deferred[Any]:
+            names, self._pools_started = self._pools_started, set()
+            stopping = [self._pools[n].stop() for n in names if n in self._pools]
+            return DeferredList(stopping, consumeErrors=True)
 
         def stopped(result: object) -> object:
             if drain_call is not None and drain_call.active():
@@ -481,7 +542,8 @@ class EventDispatcher:
             timeout=timeout,
         )
         self._aborting = True
-        self._pool.abort(f"the dispatcher stopped (drain timeout of {timeout:g}s)")
+        for pool in self._pools.values():
+            pool.abort(f"the dispatcher stopped (drain timeout of {timeout:g}s)")
         while self._mailbox:
             delivery = self._mailbox.popleft()
             self._queued -= 1
@@ -659,7 +721,7 @@ class EventDispatcher:
                     invocation,
                 )
                 continue
-            self._pool.invoke(invocation).addBoth(
+            self._pools[registration.pool].invoke(invocation).addBoth(
                 self._settled, run, slot, registration, invocation
             )
 
@@ -684,6 +746,7 @@ class EventDispatcher:
                 and result.status in ("crashed", "timeout")
                 and run.attempts.get(slot, 0) < registration.retries
                 and not self._aborting
+                and registration.pool in self._pools
             ):
                 run.attempts[slot] = run.attempts.get(slot, 0) + 1
                 _log.info(
@@ -695,7 +758,7 @@ class EventDispatcher:
                     attempt=run.attempts[slot],
                     retries=registration.retries,
                 )
-                self._pool.invoke(invocation).addBoth(
+                self._pools[registration.pool].invoke(invocation).addBoth(
                     self._settled, run, slot, registration, invocation
                 )
                 return

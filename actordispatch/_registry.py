@@ -40,6 +40,7 @@ class Registration:
     max_calls: int | None = None
     timeout: float | None = None
     retries: int = 0
+    pool: str = "default"
     reserved: int = 0
     settled: int = 0
     removed: bool = False

@@ -742,3 +742,75 @@ class RetryTests(SynchronousTestCase):
                 dispatcher.add_event_handler(module_handler, "during", retries=bad)
         with self.assertRaises(ValueError):
             EventDispatcher(("retries",), reactor=Clock(), pool=FakePool())
+
+
+class PoolSeamTests(SynchronousTestCase):
+    def test_handlers_run_in_their_pool(self) -> None:
+        """
+        A handler added with pool="remote" runs there; the default pool gets
+        the others; start() and stop() reach every pool.
+        """
+        dispatcher, local = make()
+        remote = FakePool()
+        self.successResultOf(dispatcher.add_pool("remote", remote))
+        self.assertEqual(remote.starts, 0)
+        dispatcher.start()
+        self.assertEqual((local.starts, remote.starts), (1, 1))
+        here = self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during")
+        )
+        there = self.successResultOf(
+            dispatcher.add_event_handler(other_handler, "during", pool="remote")
+        )
+        d = dispatcher.fire_event({})
+        self.assertEqual([c.invocation.handler_id for c in local.pending()], [here])
+        self.assertEqual([c.invocation.handler_id for c in remote.pending()], [there])
+        local.pending()[0].succeed()
+        remote.pending()[0].succeed()
+        self.assertTrue(self.successResultOf(d).ok)
+        self.successResultOf(dispatcher.stop())
+        self.assertEqual((local.stops, remote.stops), (1, 1))
+
+    def test_add_pool_while_running_starts_it(self) -> None:
+        """
+        A pool added while the dispatcher runs starts at once; names are unique
+        and "pool" is not a match keyword.
+        """
+        dispatcher, _ = make()
+        dispatcher.start()
+        remote = FakePool()
+        self.successResultOf(dispatcher.add_pool("remote", remote))
+        self.assertEqual(remote.starts, 1)
+        with self.assertRaises(ValueError):
+            dispatcher.add_pool("remote", FakePool())
+        with self.assertRaises(ValueError):
+            dispatcher.add_event_handler(module_handler, "during", pool="nowhere")
+        with self.assertRaises(ValueError):
+            EventDispatcher(("pool",), reactor=Clock(), pool=FakePool())
+
+    def test_remove_pool(self) -> None:
+        """
+        Removing a pool removes its handlers (planned invocations end skipped)
+        and stops it; the default pool cannot be removed.
+        """
+        dispatcher, local = make()
+        remote = FakePool()
+        dispatcher.add_pool("remote", remote)
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "before"))
+        gone = self.successResultOf(
+            dispatcher.add_event_handler(other_handler, "after", pool="remote")
+        )
+        d = dispatcher.fire_event({})
+        self.successResultOf(dispatcher.remove_pool("remote"))
+        self.assertEqual(remote.stops, 1)
+        local.pending()[0].succeed()
+        result = self.successResultOf(d)
+        self.assertEqual(
+            [(o.handler_id, o.status) for o in result.outcomes][1], (gone, "skipped")
+        )
+        self.failureResultOf(dispatcher.remove_event_handler(gone), KeyError)
+        with self.assertRaises(ValueError):
+            dispatcher.remove_pool("default")
+        with self.assertRaises(KeyError):
+            dispatcher.remove_pool("remote")

@@ -100,7 +100,7 @@ class FaultTestCase(TestCase):
     @defer.inlineCallbacks
     def tearDown(self) -> Any:
         for d in self.dispatchers:
-            pool = d._pool
+            pool = d.pools()["default"]
             if isinstance(pool, AmpoulePool):
                 self.pids.update(pool.child_pids())
             yield d.stop(drain_timeout=10)
@@ -140,7 +140,7 @@ class CrashTests(FaultTestCase):
             [r.outcomes[0].value for n, r in enumerate(results) if n != 37],
             [n for n in range(100) if n != 37],
         )
-        self.assertEqual(len(d._pool.child_pids()), 2)
+        self.assertEqual(len(d.pools()["default"].child_pids()), 2)
 
     @defer.inlineCallbacks
     def test_killed_by_signals(self) -> Any:
