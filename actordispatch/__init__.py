@@ -17,6 +17,7 @@ from actordispatch._errors import (
 )
 from actordispatch._invocation import Invocation
 from actordispatch._pool import AmpoulePool
+from actordispatch._registry import HandlerInfo
 from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "EventEncodingError",
     "EventTooLargeError",
     "HandlerImportError",
+    "HandlerInfo",
     "HandlerOutcome",
     "Invocation",
     "NotRunningError",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import define, field, frozen
@@ -32,7 +32,12 @@ from actordispatch._errors import (
 from actordispatch._invocation import Invocation
 from actordispatch._match import MatchSpec
 from actordispatch._pool import AmpoulePool
-from actordispatch._registry import HandlerRegistry, Registration, handler_name
+from actordispatch._registry import (
+    HandlerInfo,
+    HandlerRegistry,
+    Registration,
+    handler_name,
+)
 from actordispatch._result import DispatchResult, HandlerOutcome
 from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
 
@@ -561,6 +566,17 @@ class EventDispatcher:
         ):
             self._stopping.callback(None)
 
+    def handlers(self) -> list[HandlerInfo]:
+        """
+        Every live handler, in id order, with its pool, the pids of that pool's
+        children, its call and failure counts and its latency percentiles.
+        """
+        pids: dict[str, Sequence[int]] = {}
+        for name, pool in self._pools.items():
+            child_pids = getattr(pool, "child_pids", None)
+            pids[name] = child_pids() if callable(child_pids) else ()
+        return [r.info(pids.get(r.pool, ())) for r in self._registry.registrations()]
+
     def stats(self) -> DispatcherStats:
         """
         The dispatcher's counters now.
@@ -763,6 +779,9 @@ class EventDispatcher:
                 )
                 return
             if registration is not None:
+                registration.durations.append(result.duration)
+                if result.status != "ok":
+                    registration.failures += 1
                 self._registry.settle(registration)
             if result.status != "ok":
                 _log.info(

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
-from attrs import define, field
+from attrs import define, field, frozen
 
 from actordispatch._commands import HANDLER_NAME
 from actordispatch._match import MatchSpec, RoutingIndex
@@ -44,6 +46,8 @@ class Registration:
     reserved: int = 0
     settled: int = 0
     removed: bool = False
+    failures: int = 0
+    durations: deque[float] = field(factory=lambda: deque(maxlen=1024))
 
     @property
     def exhausted(self) -> bool:
@@ -51,6 +55,63 @@ class Registration:
         Whether every allowed call is already promised to some event.
         """
         return self.max_calls is not None and self.reserved >= self.max_calls
+
+    def info(self, child_pids: Sequence[int] = ()) -> HandlerInfo:
+        """
+        A snapshot of this registration and how it has fared.
+        """
+        ordered = sorted(self.durations)
+
+        def percentile(p: float) -> float | None:
+            if not ordered:
+                return None
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+        return HandlerInfo(
+            handler_id=self.handler_id,
+            handler=self.handler,
+            phase=self.phase,
+            pool=self.pool,
+            match_spec=dict(self.spec.constraints),
+            max_calls=self.max_calls,
+            timeout=self.timeout,
+            retries=self.retries,
+            calls=self.settled,
+            failures=self.failures,
+            p50=percentile(0.50),
+            p90=percentile(0.90),
+            p99=percentile(0.99),
+            child_pids=tuple(child_pids),
+        )
+
+
+@frozen
+class HandlerInfo:
+    """
+    What C{EventDispatcher.handlers()} says about one handler.
+
+    @ivar calls: invocations with a final outcome so far.
+    @ivar failures: of those, how many were not C{"ok"}.
+    @ivar p50, p90, p99: percentiles of its run time in seconds over its last
+        1,024 outcomes (C{None} before the first).
+    @ivar child_pids: the pids of the children of its pool, where the pool has
+        children.
+    """
+
+    handler_id: int
+    handler: str
+    phase: str
+    pool: str
+    match_spec: dict[str, Any]
+    max_calls: int | None
+    timeout: float | None
+    retries: int
+    calls: int
+    failures: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    child_pids: tuple[int, ...] = ()
 
 
 @define

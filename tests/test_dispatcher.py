@@ -814,3 +814,37 @@ class PoolSeamTests(SynchronousTestCase):
             dispatcher.remove_pool("default")
         with self.assertRaises(KeyError):
             dispatcher.remove_pool("remote")
+
+
+class IntrospectionTests(SynchronousTestCase):
+    def test_handlers_listing(self) -> None:
+        """
+        handlers() lists each live handler with its pool, spec, options, call
+        and failure counts and latency percentiles over its outcomes.
+        """
+        dispatcher, pool = make()
+        dispatcher.start()
+        hid = self.successResultOf(
+            dispatcher.add_event_handler(
+                module_handler, "during", user="bob", timeout=2
+            )
+        )
+        (info,) = dispatcher.handlers()
+        self.assertEqual(
+            (info.handler_id, info.phase, info.pool, info.match_spec, info.timeout),
+            (hid, "during", "default", {"user": "bob"}, 2.0),
+        )
+        self.assertEqual((info.calls, info.failures, info.p50), (0, 0, None))
+        for n in range(10):
+            dispatcher.fire_event({}, user="bob")
+            call = pool.pending()[0]
+            if n == 9:
+                call.fail("crashed")
+            else:
+                call.succeed(duration=(n + 1) / 100)
+        (info,) = dispatcher.handlers()
+        self.assertEqual((info.calls, info.failures), (10, 1))
+        self.assertEqual(info.p50, 0.05)
+        self.assertEqual(info.p99, 0.09)
+        self.successResultOf(dispatcher.remove_event_handler(hid))
+        self.assertEqual(dispatcher.handlers(), [])

@@ -68,6 +68,10 @@ class ScenarioTests(RealChildrenTestCase):
         self.assertEqual(notified.handler_id, notify)
         self.assertEqual(notified.value, "admin notified: user bob (1234) user_created")
         self.assertGreater(described.duration, 0)
+        listed = {info.handler_id: info for info in d.handlers()}
+        self.assertEqual(listed[hid].calls, 1)
+        self.assertIn(described.pid, listed[hid].child_pids)
+        self.assertEqual(len(listed[hid].child_pids), 2)
         other = yield d.fire_event(event, event_type="user_created", role="admin")
         self.assertEqual(other.outcomes, ())
 
