@@ -355,7 +355,7 @@ class EventDispatcher:
             pool=pool,
         )
         if not isinstance(handler, str):
-            self._registry.register(registration)
+            self._register(registration)
             _log.info(
                 "handler {handler_id} {handler} added to phase {phase}",
                 handler_id=registration.handler_id,
@@ -383,7 +383,7 @@ class EventDispatcher:
                     f"{result.getErrorMessage()}"
                 )
             if still_wanted is not None:
-                self._registry.register(registration)
+                self._register(registration)
                 _log.info(
                     "handler {handler_id} {handler} added to phase {phase}",
                     handler_id=registration.handler_id,
@@ -394,6 +394,14 @@ class EventDispatcher:
             return registration.handler_id
 
         return check.addBoth(checked)
+
+    def _register(self, registration: Registration) -> None:
+        self._registry.register(registration)
+        # Pools that can warm their children up (import handlers ahead of the
+        # first event) are told what will run there.
+        warm = getattr(self._pools[registration.pool], "warm", None)
+        if callable(warm):
+            warm(registration.handler)
 
     def remove_event_handler(self, handler_id: int) -> Deferred[None]:
         """

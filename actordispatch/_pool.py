@@ -183,6 +183,7 @@ class AmpoulePool:
     _ready: Deferred[None] = field(factory=lambda: succeed(None), init=False)
     _quarantine: Quarantine = field(init=False)
     _last_boot_error: str = field(default="", init=False)
+    _warm: set[str] = field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.size < 1:
@@ -319,6 +320,7 @@ class AmpoulePool:
                 "max_result_size": self.max_result_size,
                 "max_reply_size": self.max_reply_size,
                 "sandbox": dict(self.sandbox or {}),
+                "preload": sorted(self._warm),
             },
             on_protocol_error=lambda message: self._protocol_error(holder[0], message),
             max_box_bytes=self.max_reply_size + 64 * 1024,
@@ -510,6 +512,15 @@ class AmpoulePool:
             call.cancel()
 
     # --- work ----------------------------------------------------------------------
+
+    def warm(self, handler: str) -> None:
+        """
+        Have every child started from now on import C{handler} while it boots,
+        before it answers its first ping, so that a replacement child serves its
+        first invocation warm.  (The dispatcher calls this for each handler it
+        registers in this pool.)
+        """
+        self._warm.add(handler)
 
     def check_handler(self, name: str) -> Deferred[int]:
         """

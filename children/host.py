@@ -161,6 +161,13 @@ class HandlerHost(AMPChild):
         )
         self._spool_fd: int | None = settings.get("spool_fd")
         self._sandbox_report: dict[str, str] = settings.get("sandbox_report", {})
+        for name in settings.get("preload", ()):
+            # Warm up: import the pool's handlers before the first ping is
+            # answered.  A failure here is reported when the handler runs.
+            try:
+                self._handler(name)
+            except HandlerImportError:
+                pass
 
     def _handler(self, name: str) -> Callable[[Any], Any]:
         handler = self._handlers.get(name)

@@ -297,6 +297,27 @@ class IsolationTests(RealChildrenTestCase):
         self.assertTrue(again.ok, again.failures)
 
     @defer.inlineCallbacks
+    def test_replacement_child_is_warm(self) -> Any:
+        """
+        A child that replaces a dead one imports the pool's registered handlers
+        while it boots: its first invocation of a handler whose module takes
+        0.5 s to import does not pay for the import.
+        """
+        d = self.dispatcher(pool_size=1, allowed_match_spec_keywords=("kind",))
+        yield d.start()
+        yield d.add_event_handler(
+            "tests.integration.slow_import:handler", "during", kind="slow"
+        )
+        yield d.add_event_handler(H + "exit_now", "during", kind="crash")
+        first = yield d.fire_event({}, kind="slow")
+        crashed = yield d.fire_event({}, kind="crash")
+        self.assertEqual(crashed.outcomes[0].status, "crashed")
+        again = yield d.fire_event({}, kind="slow")
+        self.assertTrue(again.ok, again.failures)
+        self.assertNotEqual(again.outcomes[0].value, first.outcomes[0].value)
+        self.assertLess(again.outcomes[0].duration, 0.25)
+
+    @defer.inlineCallbacks
     def test_restart_with_fresh_children(self) -> Any:
         """
         stop() then start() serves again, with new child processes, and the
