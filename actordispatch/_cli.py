@@ -2,6 +2,7 @@
 The C{actordispatch} command line.
 
     actordispatch demo     run the user-created scenario with real children
+    actordispatch serve    run a dispatcher service from a TOML configuration
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 DEMO_HANDLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("actordispatch.examples.user_created:validate_user", "before", {}),
@@ -73,6 +74,55 @@ async def _demo(reactor: Any, pool_size: int, out: Any) -> int:
         await dispatcher.stop()
 
 
+async def _serve(reactor: Any, config_path: str) -> int:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    from actordispatch._config import ConfigError, load_config
+    from actordispatch._service import DispatcherService
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(f"actordispatch serve: {e}", file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr),
+                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+    service = DispatcherService(config, reactor=reactor)
+    finished: Deferred[int] = Deferred()
+
+    def failed(failure: Any) -> None:
+        print(f"actordispatch serve: {failure.getErrorMessage()}", file=sys.stderr)
+        service.stopService().addBoth(lambda _: finished.callback(1))
+
+    def stop() -> Deferred[None]:
+        # SIGTERM/SIGINT: drain, then let react() end.
+        stopping = service.stopService() if service.running else succeed(None)
+
+        def stopped(_: object) -> None:
+            if not finished.called:
+                finished.callback(0)
+
+        return stopping.addBoth(stopped)
+
+    service.ready.addErrback(failed)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    service.startService()
+    return await finished
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the C{actordispatch} command line; returns the exit code.
@@ -90,18 +140,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pid and the handler's duration.",
     )
     demo.add_argument("--children", type=int, default=2, help="pool size (default 2)")
+    serve = commands.add_parser(
+        "serve",
+        help="run a dispatcher service from a TOML configuration until SIGTERM",
+        description="Start the pools, register the configured handlers, listen on "
+        "the configured endpoints (AMP for external processes, Prometheus metrics) "
+        "and run until SIGTERM or SIGINT, then let accepted events finish. Exit "
+        "codes: 0 stopped cleanly, 1 failed to start, 2 bad configuration.",
+    )
+    serve.add_argument(
+        "--config", "-c", required=True, help="the TOML configuration file"
+    )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.children < 1:
+    if args.command == "demo" and args.children < 1:
         parser.error("--children must be at least 1")
 
     from twisted.internet.task import react
 
     def run(reactor: Any) -> Deferred[None]:
         async def go() -> None:
-            code = await _demo(reactor, args.children, sys.stdout)
+            if args.command == "serve":
+                code = await _serve(reactor, args.config)
+            else:
+                code = await _demo(reactor, args.children, sys.stdout)
             if code:
                 raise SystemExit(code)
 

@@ -1,0 +1,312 @@
+"""
+The TOML configuration of a dispatcher service (read with the standard library's
+C{tomllib}).
+
+Example::
+
+    [dispatcher]
+    keywords = ["event_type", "user", "role"]
+    phases = ["before", "during", "after"]     # optional
+    max_in_flight = 8                          # optional, and so on below
+    order_by = "user"
+    max_queue = 10000
+    on_overload = "fail"
+    drain_timeout = 30
+    skip_after_failure = false
+
+    [pools.default]             # the local pool; more [pools.NAME] tables add pools
+    size = 2
+    default_timeout = 60
+    max_batch = 64
+    recycle_after = 0
+    max_rss = 536870912
+    kill_grace = 1.0
+    child_env = { LANG = "C.UTF-8" }
+
+    [[handlers]]
+    handler = "myapp.handlers:notify_admin"
+    phase = "during"
+    match = { role = "user" }
+    timeout = 5                 # optional: max_calls, retries, pool as well
+
+    [listen]                    # the AMP endpoint for external processes
+    endpoints = ["tcp:8750:interface=127.0.0.1"]
+
+    [metrics]                   # Prometheus, over HTTP
+    endpoint = "tcp:9464:interface=127.0.0.1"
+
+Every mistake is reported as a L{ConfigError} naming the file, the key and what is
+wrong, before anything starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from attrs import field, frozen
+
+from actordispatch._commands import HANDLER_NAME
+from actordispatch._errors import ActorDispatchError
+
+
+class ConfigError(ActorDispatchError, ValueError):
+    """
+    A configuration file is unreadable or wrong; the message names the file, the
+    key and the problem.
+    """
+
+
+_DISPATCHER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "keywords": list,
+    "phases": list,
+    "max_in_flight": int,
+    "order_by": str,
+    "max_queue": int,
+    "on_overload": str,
+    "drain_timeout": (int, float),
+    "skip_after_failure": bool,
+    "max_event_size": int,
+}
+_POOL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "size": int,
+    "default_timeout": (int, float),
+    "max_batch": int,
+    "max_batch_bytes": int,
+    "recycle_after": int,
+    "max_rss": int,
+    "max_result_size": int,
+    "max_reply_size": int,
+    "kill_grace": (int, float),
+    "output_cap": int,
+    "child_env": dict,
+    "crash_limit": int,
+    "crash_window": (int, float),
+    "quarantine_base": (int, float),
+    "quarantine_cap": (int, float),
+    "sandbox": dict,
+}
+_HANDLER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "handler": str,
+    "phase": str,
+    "match": dict,
+    "timeout": (int, float),
+    "max_calls": int,
+    "retries": int,
+    "pool": str,
+}
+_LISTEN_KEYS: dict[str, type | tuple[type, ...]] = {
+    "endpoints": list,
+    "insecure": bool,
+    "max_in_flight_per_connection": int,
+    "tls": dict,
+}
+_METRICS_KEYS: dict[str, type | tuple[type, ...]] = {"endpoint": str}
+
+
+@frozen
+class HandlerConfig:
+    """
+    One C{[[handlers]]} entry.
+    """
+
+    handler: str
+    phase: str
+    match: dict[str, Any] = field(factory=dict)
+    options: dict[str, Any] = field(factory=dict)
+
+
+@frozen
+class ServiceConfig:
+    """
+    A checked configuration.
+
+    @ivar dispatcher: keyword arguments for C{EventDispatcher} (keywords and
+        phases included).
+    @ivar pools: pool name to keyword arguments for C{AmpoulePool}.
+    @ivar handlers: the handlers to register at start, in order.
+    @ivar listen: the C{[listen]} table (endpoints and options), or empty.
+    @ivar metrics_endpoint: where to serve Prometheus metrics, if anywhere.
+    @ivar source: the file it came from.
+    """
+
+    dispatcher: dict[str, Any]
+    pools: dict[str, dict[str, Any]]
+    handlers: tuple[HandlerConfig, ...]
+    listen: dict[str, Any]
+    metrics_endpoint: str | None
+    source: str
+
+
+def _check_table(
+    where: str, table: Any, known: Mapping[str, type | tuple[type, ...]], fail: Any
+) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        fail(where, f"must be a table, not {type(table).__name__}")
+    for key, value in table.items():
+        if key not in known:
+            fail(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        expected = known[key]
+        if isinstance(value, bool) and expected in (int, (int, float)):
+            fail(f"{where}.{key}", f"must be a number, not {value!r}")
+        if not isinstance(value, expected):
+            names = (
+                " or ".join(t.__name__ for t in expected)
+                if isinstance(expected, tuple)
+                else expected.__name__
+            )
+            fail(f"{where}.{key}", f"must be {names}, not {value!r}")
+    return dict(table)
+
+
+def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
+    """
+    Check a configuration given as TOML text.
+
+    @raise ConfigError: naming C{source}, the key and the problem.
+    """
+
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(f"{source}: {key}: {problem}")
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    for key in data:
+        if key not in ("dispatcher", "pools", "handlers", "listen", "metrics"):
+            fail(
+                key,
+                "unknown table (known: dispatcher, pools, handlers, listen, metrics)",
+            )
+
+    dispatcher = _check_table(
+        "dispatcher", data.get("dispatcher", {}), _DISPATCHER_KEYS, fail
+    )
+    keywords = dispatcher.pop("keywords", None)
+    if keywords is None:
+        fail("dispatcher.keywords", "missing: list the match keywords")
+    assert keywords is not None
+    for index, keyword in enumerate(keywords):
+        if not isinstance(keyword, str) or not keyword.isidentifier():
+            fail(f"dispatcher.keywords[{index}]", f"{keyword!r} is not an identifier")
+    phases = dispatcher.pop("phases", ["before", "during", "after"])
+    if not phases or not all(isinstance(p, str) and p for p in phases):
+        fail("dispatcher.phases", "must be a non-empty list of names")
+    if len(set(phases)) != len(phases):
+        fail("dispatcher.phases", f"names must be distinct: {phases!r}")
+    if "on_overload" in dispatcher and dispatcher["on_overload"] not in (
+        "fail",
+        "wait",
+    ):
+        fail(
+            "dispatcher.on_overload",
+            f"must be 'fail' or 'wait', not {dispatcher['on_overload']!r}",
+        )
+    if "order_by" in dispatcher and dispatcher["order_by"] not in keywords:
+        fail(
+            "dispatcher.order_by",
+            f"{dispatcher['order_by']!r} is not one of the keywords",
+        )
+    for key in ("max_in_flight", "max_queue", "max_event_size"):
+        if key in dispatcher and dispatcher[key] < (1 if key == "max_in_flight" else 0):
+            fail(f"dispatcher.{key}", f"must not be {dispatcher[key]!r}")
+    dispatcher["allowed_match_spec_keywords"] = tuple(keywords)
+    dispatcher["phases"] = tuple(phases)
+
+    pools_table = data.get("pools", {})
+    if not isinstance(pools_table, dict):
+        fail("pools", "must be a table of pools")
+    pools: dict[str, dict[str, Any]] = {"default": {}} | {
+        name: _check_table(f"pools.{name}", table, _POOL_KEYS, fail)
+        for name, table in pools_table.items()
+    }
+    for name, pool in pools.items():
+        for key in ("size", "max_batch"):
+            if key in pool and pool[key] < 1:
+                fail(f"pools.{name}.{key}", f"must be at least 1, not {pool[key]!r}")
+        for key in ("default_timeout", "kill_grace"):
+            if key in pool and pool[key] <= 0:
+                fail(f"pools.{name}.{key}", f"must be positive, not {pool[key]!r}")
+        for key, value in pool.get("child_env", {}).items():
+            if not isinstance(value, str):
+                fail(
+                    f"pools.{name}.child_env.{key}", f"must be a string, not {value!r}"
+                )
+
+    handlers_list = data.get("handlers", [])
+    if not isinstance(handlers_list, list):
+        fail("handlers", "must be an array of tables ([[handlers]])")
+    handlers = []
+    for index, entry in enumerate(handlers_list):
+        where = f"handlers[{index}]"
+        entry = _check_table(where, entry, _HANDLER_KEYS, fail)
+        for required in ("handler", "phase"):
+            if required not in entry:
+                fail(f"{where}.{required}", "missing")
+        if not HANDLER_NAME.match(entry["handler"]):
+            fail(
+                f"{where}.handler",
+                f"{entry['handler']!r} is not 'package.module:attribute'",
+            )
+        if entry["phase"] not in phases:
+            fail(
+                f"{where}.phase",
+                f"unknown phase {entry['phase']!r}; phases are {phases}",
+            )
+        match = entry.get("match", {})
+        for key, value in match.items():
+            if key not in keywords:
+                fail(f"{where}.match.{key}", f"not one of the keywords {keywords}")
+            if isinstance(value, (list, dict)):
+                fail(f"{where}.match.{key}", f"must be a single value, not {value!r}")
+        if entry.get("pool", "default") not in pools:
+            fail(f"{where}.pool", f"unknown pool {entry['pool']!r}")
+        for key in ("max_calls",):
+            if key in entry and entry[key] < 1:
+                fail(f"{where}.{key}", f"must be at least 1, not {entry[key]!r}")
+        if "retries" in entry and entry["retries"] < 0:
+            fail(f"{where}.retries", f"must not be negative, not {entry['retries']!r}")
+        if "timeout" in entry and entry["timeout"] <= 0:
+            fail(f"{where}.timeout", f"must be positive, not {entry['timeout']!r}")
+        options: dict[str, Any] = {
+            k: entry[k]
+            for k in ("timeout", "max_calls", "retries", "pool")
+            if k in entry
+        }
+        handlers.append(
+            HandlerConfig(entry["handler"], entry["phase"], dict(match), options)
+        )
+
+    listen = _check_table("listen", data.get("listen", {}), _LISTEN_KEYS, fail)
+    for index, endpoint in enumerate(listen.get("endpoints", [])):
+        if not isinstance(endpoint, str) or ":" not in endpoint:
+            fail(
+                f"listen.endpoints[{index}]", f"{endpoint!r} is not an endpoint string"
+            )
+    metrics = _check_table("metrics", data.get("metrics", {}), _METRICS_KEYS, fail)
+    return ServiceConfig(
+        dispatcher=dispatcher,
+        pools=pools,
+        handlers=tuple(handlers),
+        listen=listen,
+        metrics_endpoint=metrics.get("endpoint"),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """
+    Read and check the configuration file at C{path}.
+
+    @raise ConfigError: naming the file, the key and the problem.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+    return parse_config(text, str(path))

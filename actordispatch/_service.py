@@ -1,0 +1,145 @@
+"""
+A dispatcher as a Twisted service, for C{twistd}/C{twist} applications and for
+C{actordispatch serve}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from actordispatch._config import ConfigError, ServiceConfig
+from actordispatch._dispatcher import EventDispatcher
+from actordispatch._pool import AmpoulePool
+
+_log = Logger()
+
+
+def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatcher:
+    """
+    A dispatcher with the pools a configuration declares (handlers not yet
+    registered).
+    """
+    default = AmpoulePool(**_pool_arguments(config.pools["default"]), reactor=reactor)
+    dispatcher = EventDispatcher(**config.dispatcher, reactor=reactor, pool=default)
+    for name, settings in config.pools.items():
+        if name != "default":
+            dispatcher.add_pool(
+                name, AmpoulePool(**_pool_arguments(settings), reactor=reactor)
+            )
+    return dispatcher
+
+
+def _pool_arguments(settings: dict[str, Any]) -> dict[str, Any]:
+    arguments = dict(settings)
+    sandbox = arguments.pop("sandbox", None)
+    if sandbox is not None:
+        from actordispatch._sandbox import SandboxProfile
+
+        arguments["sandbox_profile"] = SandboxProfile(**sandbox)
+    return arguments
+
+
+class DispatcherService(Service):
+    """
+    Starts the dispatcher and its pools with the application, registers the
+    configured handlers, listens where configured, and drains on shutdown.
+
+    @ivar dispatcher: the L{EventDispatcher}.
+    @ivar ready: fires once the handlers are registered and the endpoints
+        listen; fails (and C{on_failure} is called) if any of that fails.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        reactor: Any = None,
+        on_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.dispatcher = build_dispatcher(config, reactor)
+        self.ports: list[Any] = []
+        self.ready: Deferred[None] = Deferred()
+        self._on_failure = on_failure
+
+    def startService(self) -> None:
+        super().startService()
+        _log.info("starting the dispatcher from {source}", source=self.config.source)
+        started = self.dispatcher.start()
+        registered = [
+            self.dispatcher.add_event_handler(
+                entry.handler, entry.phase, **entry.options, **entry.match
+            ).addErrback(self._named, f"handlers[{index}].handler")
+            for index, entry in enumerate(self.config.handlers)
+        ]
+        listening = [
+            self._listen(description, self._amp_factory())
+            for description in self.config.listen.get("endpoints", [])
+        ]
+        if self.config.metrics_endpoint is not None:
+            from actordispatch._metrics import metrics_site
+
+            listening.append(
+                self._listen(
+                    self.config.metrics_endpoint, metrics_site(self.dispatcher)
+                )
+            )
+        steps: list[Deferred[Any]] = [started, *registered, *listening]
+        everything: Deferred[Any] = gatherResults(steps, consumeErrors=True)
+        everything.addCallbacks(self._ready, self._failed)
+
+    def _named(self, failure: Failure, key: str) -> Failure:
+        # Name the file and the key, as for every other configuration error.
+        message = f"{self.config.source}: {key}: {failure.getErrorMessage()}"
+        return Failure(ConfigError(message))
+
+    def _amp_factory(self) -> Any:
+        from actordispatch._external import DispatcherAMPFactory
+
+        return DispatcherAMPFactory(self.dispatcher)
+
+    def _listen(self, description: str, factory: Any) -> Deferred[Any]:
+        endpoint = serverFromString(self.reactor, description)
+        d = endpoint.listen(factory)
+        d.addCallback(self.ports.append)
+        return d
+
+    def _ready(self, _: object) -> None:
+        _log.info(
+            "dispatcher ready: {handlers} handlers, listening on {ports}",
+            handlers=len(self.config.handlers),
+            ports=[str(p.getHost()) for p in self.ports],
+        )
+        self.ready.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        value = failure.value
+        first = getattr(value, "subFailure", None)
+        reason = first if first is not None else failure
+        _log.critical(
+            "dispatcher failed to start: {error}", error=reason.getErrorMessage()
+        )
+        self.ready.errback(reason)
+        self.ready.addErrback(lambda _: None)
+        if self._on_failure is not None:
+            self._on_failure(reason)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        closing = [port.stopListening() for port in ports]
+        d: Deferred[Any] = DeferredList(closing, consumeErrors=True)
+        d.addCallback(lambda _: self.dispatcher.stop())
+        return d

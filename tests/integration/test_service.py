@@ -1,0 +1,213 @@
+"""
+The dispatcher as a service: under C{twist} and C{twistd -n}, and as
+C{actordispatch serve}, started from a TOML file and stopped by SIGTERM (which
+drains); configuration errors fail at start naming the file and the key; the
+metrics endpoint is scraped over loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Collector(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        # twist/twistd stopped by SIGTERM end by that same signal, by design.
+        value = reason.value
+        ended_by_term = value.signal == signal.SIGTERM
+        self.ended.callback("SIGTERM" if ended_by_term else value.exitCode)
+
+
+class ServiceTestCase(TestCase):
+    timeout = 60
+
+    def write_config(self, text: str) -> str:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = Path(directory) / "dispatcher.toml"
+        path.write_text(text)
+        return str(path)
+
+    def spawn(self, *args: str) -> Collector:
+        collector = Collector()
+        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+            collector,
+            sys.executable,
+            [sys.executable, *args],
+            env=dict(os.environ),
+            path=str(ROOT),
+        )
+
+        def kill() -> Any:
+            if not collector.ended.called:
+                transport.signalProcess("KILL")
+                return collector.ended
+
+        self.addCleanup(kill)
+        self.transport = transport
+        return collector
+
+    @defer.inlineCallbacks
+    def wait_for(self, collector: Collector, text: bytes, seconds: float = 20) -> Any:
+        deadline = time.monotonic() + seconds
+        while text not in collector.output:
+            if collector.ended.called or time.monotonic() > deadline:
+                self.fail(
+                    f"never saw {text!r}; output:\n{collector.output.decode()[-3000:]}"
+                )
+            yield deferLater(reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
+    def run_and_stop(self, *args: str, metrics_port: int) -> Any:
+        collector = self.spawn(*args)
+        yield self.wait_for(collector, b"dispatcher ready")
+        response = yield Agent(reactor).request(
+            b"GET", f"http://127.0.0.1:{metrics_port}/metrics".encode()
+        )
+        body = (yield readBody(response)).decode()
+        self.assertIn("actordispatch_handlers 1.0", body)
+        self.assertIn('actordispatch_children{pool="default"} 1.0', body)
+        self.transport.signalProcess("TERM")
+        code = yield collector.ended
+        self.assertIn(code, (0, "SIGTERM"), collector.output.decode()[-3000:])
+        self.assertIn(b"dispatcher stopped", collector.output)
+        return collector
+
+    def good_config(self, metrics_port: int) -> str:
+        return self.write_config(
+            f"""
+[dispatcher]
+keywords = ["event_type", "user", "role"]
+
+[pools.default]
+size = 1
+
+[[handlers]]
+handler = "actordispatch.examples.user_created:notify_admin"
+phase = "during"
+match = {{ role = "user" }}
+
+[metrics]
+endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
+"""
+        )
+
+
+class TwistTests(ServiceTestCase):
+    def test_twist(self) -> Any:
+        """
+        `twist actordispatch --config FILE` starts the pools and handlers, serves
+        metrics over loopback, and SIGTERM drains and exits 0.
+        """
+        port = free_port()
+        path = self.good_config(port)
+        return self.run_and_stop(
+            "-m", "twisted", "actordispatch", "--config", path, metrics_port=port
+        )
+
+    def test_twistd(self) -> Any:
+        """
+        `twistd -n actordispatch --config FILE` does the same.
+        """
+        port = free_port()
+        path = self.good_config(port)
+        return self.run_and_stop(
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--logfile=-",
+            "--pidfile=",
+            "actordispatch",
+            "--config",
+            path,
+            metrics_port=port,
+        )
+
+    def test_serve(self) -> Any:
+        """
+        `actordispatch serve --config FILE` does the same.
+        """
+        port = free_port()
+        path = self.good_config(port)
+        return self.run_and_stop(
+            "-c",
+            "import sys; from actordispatch._cli import main; sys.exit(main())",
+            "serve",
+            "--config",
+            path,
+            metrics_port=port,
+        )
+
+    @defer.inlineCallbacks
+    def test_bad_config(self) -> Any:
+        """
+        A configuration mistake fails at start, naming the file, the key and
+        the problem, with a non-zero exit, under twist and serve alike.
+        """
+        path = self.write_config(
+            '[dispatcher]\nkeywords = ["role"]\n[[handlers]]\n'
+            'handler = "a.b:c"\nphase = "durin"\n'
+        )
+        for args in (
+            ("-m", "twisted", "actordispatch", "--config", path),
+            (
+                "-c",
+                "import sys; from actordispatch._cli import main; sys.exit(main())",
+                "serve",
+                "--config",
+                path,
+            ),
+        ):
+            collector = self.spawn(*args)
+            code = yield collector.ended
+            self.assertNotEqual(code, 0)
+            self.assertIn(
+                f"{path}: handlers[0].phase: unknown phase 'durin'".encode(),
+                collector.output,
+            )
+
+    @defer.inlineCallbacks
+    def test_unimportable_handler(self) -> Any:
+        """
+        A configured handler no child can import stops the service at start with
+        exit status 1, naming the file, the key and the handler.
+        """
+        path = self.write_config(
+            '[dispatcher]\nkeywords = ["role"]\n[pools.default]\nsize = 1\n'
+            '[[handlers]]\nhandler = "no_such_module:handler"\nphase = "during"\n'
+        )
+        collector = self.spawn("-m", "twisted", "actordispatch", "--config", path)
+        code = yield collector.ended
+        self.assertEqual(code, 1)
+        self.assertIn(f"{path}: handlers[0].handler".encode(), collector.output)
+        self.assertIn(b"no_such_module:handler", collector.output)

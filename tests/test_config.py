@@ -1,0 +1,192 @@
+"""
+The TOML configuration: what a good one gives, and that every mistake names the
+file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from actordispatch._config import ConfigError, load_config, parse_config
+
+GOOD = """
+[dispatcher]
+keywords = ["event_type", "user", "role"]
+phases = ["before", "during"]
+max_in_flight = 4
+order_by = "user"
+drain_timeout = 5
+
+[pools.default]
+size = 1
+default_timeout = 2.5
+child_env = { LANG = "C.UTF-8" }
+
+[pools.heavy]
+size = 2
+max_rss = 1000000
+
+[[handlers]]
+handler = "myapp.handlers:notify_admin"
+phase = "during"
+match = { role = "user" }
+timeout = 5
+max_calls = 3
+
+[[handlers]]
+handler = "myapp.handlers:audit"
+phase = "before"
+pool = "heavy"
+
+[listen]
+endpoints = ["tcp:0:interface=127.0.0.1"]
+
+[metrics]
+endpoint = "tcp:0:interface=127.0.0.1"
+"""
+
+
+class GoodConfigTests(SynchronousTestCase):
+    def test_parsed(self) -> None:
+        """
+        A good configuration gives the dispatcher's arguments, the pools (the
+        default one always), the handlers with their options, and the endpoints.
+        """
+        config = parse_config(GOOD, "good.toml")
+        self.assertEqual(
+            config.dispatcher,
+            {
+                "allowed_match_spec_keywords": ("event_type", "user", "role"),
+                "phases": ("before", "during"),
+                "max_in_flight": 4,
+                "order_by": "user",
+                "drain_timeout": 5,
+            },
+        )
+        self.assertEqual(
+            config.pools,
+            {
+                "default": {
+                    "size": 1,
+                    "default_timeout": 2.5,
+                    "child_env": {"LANG": "C.UTF-8"},
+                },
+                "heavy": {"size": 2, "max_rss": 1000000},
+            },
+        )
+        first, second = config.handlers
+        self.assertEqual(
+            (first.handler, first.phase, first.match, first.options),
+            (
+                "myapp.handlers:notify_admin",
+                "during",
+                {"role": "user"},
+                {"timeout": 5, "max_calls": 3},
+            ),
+        )
+        self.assertEqual(second.options, {"pool": "heavy"})
+        self.assertEqual(config.listen, {"endpoints": ["tcp:0:interface=127.0.0.1"]})
+        self.assertEqual(config.metrics_endpoint, "tcp:0:interface=127.0.0.1")
+
+    def test_minimal(self) -> None:
+        """
+        Only the keywords are required; phases default to before/during/after.
+        """
+        config = parse_config('[dispatcher]\nkeywords = ["a"]\n')
+        self.assertEqual(config.dispatcher["phases"], ("before", "during", "after"))
+        self.assertEqual(config.handlers, ())
+        self.assertEqual(config.pools, {"default": {}})
+
+
+class BadConfigTests(SynchronousTestCase):
+    def assertRefused(self, text: str, *fragments: str) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(text, "bad.toml")
+        message = str(caught.exception)
+        self.assertTrue(message.startswith("bad.toml: "), message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+
+    def test_mistakes(self) -> None:
+        """
+        Each mistake is refused with a message naming the file, the key and the
+        problem.
+        """
+        head = '[dispatcher]\nkeywords = ["role"]\n'
+        cases = [
+            ("not toml = = 1", ("not valid TOML",)),
+            ("[dispatcher]\n", ("dispatcher.keywords", "missing")),
+            ('[dispatcher]\nkeywords = ["no good"]\n', ("dispatcher.keywords[0]",)),
+            (head + "max_in_flight = 0\n", ("dispatcher.max_in_flight",)),
+            (
+                head + 'max_in_flight = "x"\n',
+                ("dispatcher.max_in_flight", "must be int"),
+            ),
+            (head + "colour = 1\n", ("dispatcher.colour", "unknown key")),
+            (head + 'order_by = "user"\n', ("dispatcher.order_by",)),
+            (head + 'on_overload = "drop"\n', ("dispatcher.on_overload",)),
+            (head + "[surprise]\n", ("surprise", "unknown table")),
+            (
+                head + "[pools.default]\nsize = 0\n",
+                ("pools.default.size", "at least 1"),
+            ),
+            (head + "[pools.default]\nsize = true\n", ("pools.default.size",)),
+            (head + "[pools.x]\ndefault_timeout = -1\n", ("pools.x.default_timeout",)),
+            (head + "[pools.x]\nchild_env = { A = 1 }\n", ("pools.x.child_env.A",)),
+            (
+                head + '[[handlers]]\nphase = "during"\n',
+                ("handlers[0].handler", "missing"),
+            ),
+            (
+                head + '[[handlers]]\nhandler = "x"\nphase = "during"\n',
+                ("handlers[0].handler", "package.module:attribute"),
+            ),
+            (
+                head + '[[handlers]]\nhandler = "a.b:c"\nphase = "durin"\n',
+                ("handlers[0].phase", "unknown phase 'durin'"),
+            ),
+            (
+                head
+                + '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\n'
+                + 'match = { user = "bob" }\n',
+                ("handlers[0].match.user",),
+            ),
+            (
+                head
+                + '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\npool = "gpu"\n',
+                ("handlers[0].pool", "unknown pool"),
+            ),
+            (
+                head
+                + '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\nmax_calls = 0\n',
+                ("handlers[0].max_calls",),
+            ),
+            (
+                head
+                + '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\ntimeout = 0\n',
+                ("handlers[0].timeout",),
+            ),
+            (head + '[listen]\nendpoints = ["nonsense"]\n', ("listen.endpoints[0]",)),
+            (head + "[metrics]\nendpoint = 5\n", ("metrics.endpoint",)),
+        ]
+        for text, fragments in cases:
+            self.assertRefused(text, *fragments)
+
+    def test_unreadable_file(self) -> None:
+        """
+        A missing file, or one that is not UTF-8, is refused naming the file.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            load_config("/nonexistent/dispatcher.toml")
+        self.assertIn(
+            "/nonexistent/dispatcher.toml: cannot read", str(caught.exception)
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "latin1.toml"
+            path.write_bytes(b"# caf\xe9\n")
+            with self.assertRaises(ConfigError) as caught:
+                load_config(path)
+            self.assertIn("latin1.toml: not UTF-8", str(caught.exception))
