@@ -251,7 +251,7 @@ class RoundTripTests(SynchronousTestCase):
             datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=plus2),
             datetime.date(1999, 12, 31),
             datetime.time(23, 59, 59, 999999),
-            datetime.time(1, 2, tzinfo=datetime.timezone.utc),
+            datetime.time(1, 2, tzinfo=datetime.UTC),
             datetime.timedelta(days=-3, seconds=5, microseconds=7),
             datetime.timedelta(0),
         ):
