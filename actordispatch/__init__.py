@@ -19,6 +19,7 @@ from actordispatch._invocation import Invocation
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import HandlerInfo
 from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
+from actordispatch._sandbox import SandboxProfile
 
 __all__ = [
     "STATUSES",
@@ -36,5 +37,6 @@ __all__ = [
     "NotRunningError",
     "OverloadedError",
     "ProtocolError",
+    "SandboxProfile",
     "Status",
 ]

@@ -36,6 +36,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from actordispatch._errors import ChildEndedError, ProtocolError
+from actordispatch._guarded import GuardedAMP
 
 _log = Logger()
 
@@ -60,10 +61,11 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class ChildAMP(amp.AMP):
+class ChildAMP(GuardedAMP):
     """
     The parent's end of one child's AMP connection, hardened against a child
-    that lies.
+    that lies (see L{GuardedAMP}); a child only answers, so a command from it
+    breaks the protocol as well.
 
     @ivar pid: the child's pid.
     """
@@ -78,41 +80,18 @@ class ChildAMP(amp.AMP):
         max_box_keys: int,
         frame_timeout: float = 1.0,
     ) -> None:
-        super().__init__()
-        self._reactor = reactor
+        super().__init__(
+            reactor,
+            max_box_bytes=max_box_bytes,
+            max_box_keys=max_box_keys,
+            frame_timeout=frame_timeout,
+        )
         self._on_protocol_error = on_protocol_error
-        self._max_box_bytes = max_box_bytes
-        self._max_box_keys = max_box_keys
-        self._frame_timeout = frame_timeout
-        self._box_bytes = 0
-        self._box_keys = 0
-        self._stall: Any = None
-        self.broken = False
 
     def makeConnection(self, transport: Any) -> None:
         process = getattr(transport, "transport", None)
         self.pid = getattr(process, "pid", None)
         super().makeConnection(transport)
-
-    # --- caps on what a child may send ---------------------------------------------
-
-    def proto_key(self, string: bytes) -> str:
-        if string:
-            self._box_keys += 1
-            if self._box_keys > self._max_box_keys:
-                raise ProtocolError(f"a box with over {self._max_box_keys} keys")
-        else:
-            self._box_keys = self._box_bytes = 0
-        return super().proto_key(string)
-
-    def proto_value(self, string: bytes) -> str:
-        self._box_bytes += len(string)
-        if self._box_bytes > self._max_box_bytes:
-            raise ProtocolError(f"a box of over {self._max_box_bytes} bytes")
-        return super().proto_value(string)
-
-    def lengthLimitExceeded(self, length: int) -> None:
-        self._broken(f"an AMP key of {length} bytes (the limit is 255)")
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         if amp.COMMAND in box:
@@ -122,44 +101,14 @@ class ChildAMP(amp.AMP):
             )
         super().ampBoxReceived(box)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.broken:
-            return
-        try:
-            super().dataReceived(data)
-        except Exception as e:
-            self._broken(f"{type(e).__name__}: {e}" if str(e) else repr(e))
-            return
-        if self.broken:
-            return
-        if self._unprocessed or self._currentBox is not None:
-            # Half a frame: it must be completed soon.
-            if self._stall is None or not self._stall.active():
-                self._stall = self._reactor.callLater(
-                    self._frame_timeout, self._stalled
-                )
-            else:
-                self._stall.reset(self._frame_timeout)
-        elif self._stall is not None and self._stall.active():
-            self._stall.cancel()
-
-    def _stalled(self) -> None:
-        self._broken(f"a frame left incomplete for {self._frame_timeout:g}s")
-
-    def _broken(self, message: str) -> None:
-        if self.broken:
-            return
-        self.broken = True
-        if self._stall is not None and self._stall.active():
-            self._stall.cancel()
+    def protocol_broken(self, message: str) -> None:
+        # The pool kills the child: its process ending closes the connection.
         _log.error(
             "child {pid} broke the protocol: {message}", pid=self.pid, message=message
         )
         self._on_protocol_error(message)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        if self._stall is not None and self._stall.active():
-            self._stall.cancel()
         value = reason.value
         ended = ChildEndedError(
             getattr(value, "exitCode", None), getattr(value, "signal", None), self.pid

@@ -36,6 +36,11 @@ from typing import Any
 
 import attrs
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; be robust anyway
+    orjson = None  # type: ignore[assignment]
+
 from actordispatch._errors import EventEncodingError, EventTooLargeError
 
 TAG = "__ad__"
@@ -156,22 +161,38 @@ def _tag(value: Any, path: str) -> Any:
     )
 
 
+def _dumps(tagged: Any) -> bytes:
+    """
+    Tagged values to UTF-8 JSON: orjson when it can (10-40x faster than the
+    standard library on our event shapes, see docs/performance), the standard
+    library for what orjson refuses (integers beyond 64 bits, lone surrogates,
+    which then travel as C{\\u} escapes).  The bytes may differ between the two
+    (C{1e+16} vs C{1e16}); the values they decode to do not.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(tagged)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+    text = _encoder.encode(tagged)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ascii_encoder.encode(tagged).encode("ascii")
+
+
 def encode_value(value: Any, *, what: str = "event") -> str:
     """
     Encode C{value} as tagged JSON text.
 
     @raise EventEncodingError: if C{value} holds something the codec cannot carry.
     """
+    return _encode(value, what).decode("utf-8")
+
+
+def _encode(value: Any, what: str) -> bytes:
     try:
-        tagged = _tag(value, what)
-        text = _encoder.encode(tagged)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # lone surrogates: JSON carries them as \\u escapes
-                text = _ascii_encoder.encode(tagged)
-        return text
+        return _dumps(_tag(value, what))
     except EventEncodingError:
         raise
     except (ValueError, TypeError, RecursionError) as e:
@@ -185,7 +206,7 @@ def encode_event(value: Any, max_size: int = DEFAULT_MAX_EVENT_SIZE) -> bytes:
     @raise EventEncodingError: if the event holds an unsupported value.
     @raise EventTooLargeError: if the encoded event exceeds C{max_size}.
     """
-    data = encode_value(value).encode("utf-8")
+    data = _encode(value, "event")
     if len(data) > max_size:
         raise EventTooLargeError(
             f"encoded event is {len(data)} bytes, above the cap of {max_size} bytes"
@@ -322,10 +343,25 @@ def _plain_hook(obj: dict[str, Any]) -> Any:
         return obj
 
 
+def _has_tags(data: bytes | str) -> bool:
+    # A tag can only be where its key is; text without it needs no hook (the
+    # standard library calls one for every object, which costs more than parsing).
+    if isinstance(data, bytes):
+        return b'"__ad__"' in data
+    return '"__ad__"' in data
+
+
+def _loads(data: bytes | str) -> Any:
+    # Not orjson: it silently turns integers beyond 64 bits into floats.
+    return json.loads(data)
+
+
 def decode_event(data: bytes | str) -> Any:
     """
     Decode an event, rebuilding its types (child side).
     """
+    if not _has_tags(data):
+        return _loads(data)
     return json.loads(data, object_hook=_rebuild_hook)
 
 
@@ -333,6 +369,8 @@ def decode_result(data: bytes | str) -> Any:
     """
     Decode a value a child sent, to plain JSON values (and C{bytes}) only.
     """
+    if not _has_tags(data):
+        return _loads(data)
     return json.loads(data, object_hook=_plain_hook)
 
 
@@ -403,7 +441,12 @@ def decode_records(data: bytes, expected: int) -> list[dict[str, Any]]:
 
     @raise ValueError: if the reply is not a list of at most C{expected} records.
     """
-    records = decode_result(data)
+    try:
+        records = decode_result(data)
+    except ValueError:
+        raise
+    except Exception as e:  # RecursionError from a hostile child, and the like
+        raise ValueError(f"unreadable records: {type(e).__name__}: {e}") from None
     if (
         not isinstance(records, list)
         or len(records) > expected

@@ -39,6 +39,7 @@ from actordispatch._registry import (
     handler_name,
 )
 from actordispatch._result import DispatchResult, HandlerOutcome
+from actordispatch._sandbox import SandboxProfile
 from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
 
 _log = Logger()
@@ -135,6 +136,9 @@ class EventDispatcher:
         nothing else but C{PYTHONPATH}).
     @param max_batch: most invocations sent to one child in one AMP call.
     @param recycle_after: replace a child after this many calls (0: never).
+    @param sandbox: the L{SandboxProfile} the local pool's children apply to
+        themselves before importing any handler (default: die with the parent,
+        no core dumps; see C{SandboxProfile.untrusted()} for untrusted code).
     @param max_queue: how many accepted events may wait for their turn (C{None}:
         no bound); when full, C{fire_event} fails with L{OverloadedError}, or
         waits for room if C{on_overload="wait"}.
@@ -162,6 +166,7 @@ class EventDispatcher:
         child_env: Mapping[str, str] | None = None,
         max_batch: int = 64,
         recycle_after: int = 0,
+        sandbox: SandboxProfile | None = None,
         max_queue: int | None = 10_000,
         on_overload: str = "fail",
         drain_timeout: float | None = None,
@@ -220,6 +225,7 @@ class EventDispatcher:
             child_env=child_env,
             max_batch=max_batch,
             recycle_after=recycle_after,
+            sandbox=sandbox or SandboxProfile(),
             reactor=reactor,
         )
         self._registry = HandlerRegistry(self.phases)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 from collections import deque
 from collections.abc import Mapping
@@ -63,6 +64,7 @@ from actordispatch._errors import (
 from actordispatch._invocation import Invocation
 from actordispatch._quarantine import Quarantine
 from actordispatch._result import HandlerOutcome, Status
+from actordispatch._sandbox import SandboxProfile, missing_layers
 from actordispatch.interfaces import IHandlerPool
 
 __all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "child_environment"]
@@ -145,8 +147,8 @@ class AmpoulePool:
     @ivar max_reply_size: cap, in bytes, on a child's reply to one batch.
     @ivar kill_grace: seconds between SIGTERM and SIGKILL.
     @ivar output_cap: bytes of a child's stdout/stderr logged per batch.
-    @ivar sandbox: the child configuration of a sandbox profile (see
-        L{actordispatch._sandbox}), applied before any handler is imported.
+    @ivar sandbox: the L{SandboxProfile} each child applies to itself before any
+        handler is imported (by default: die with the parent, no core dumps).
     @ivar crash_limit, crash_window, quarantine_base, quarantine_cap: see
         L{Quarantine}.
     @ivar max_boot_failures: after this many children in a row die while
@@ -165,7 +167,7 @@ class AmpoulePool:
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
     kill_grace: float = 1.0
     output_cap: int = 64 * 1024
-    sandbox: Mapping[str, Any] | None = None
+    sandbox: SandboxProfile = field(factory=SandboxProfile)
     crash_limit: int = 3
     crash_window: float = 60.0
     quarantine_base: float = 1.0
@@ -183,6 +185,7 @@ class AmpoulePool:
     _ready: Deferred[None] = field(factory=lambda: succeed(None), init=False)
     _quarantine: Quarantine = field(init=False)
     _last_boot_error: str = field(default="", init=False)
+    _wanted_warm: set[str] = field(factory=set, init=False)
     _warm: set[str] = field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -319,7 +322,7 @@ class AmpoulePool:
             config={
                 "max_result_size": self.max_result_size,
                 "max_reply_size": self.max_reply_size,
-                "sandbox": dict(self.sandbox or {}),
+                "sandbox": self.sandbox.to_child_config(os.getpid()),
                 "preload": sorted(self._warm),
             },
             on_protocol_error=lambda message: self._protocol_error(holder[0], message),
@@ -340,19 +343,20 @@ class AmpoulePool:
         if child.state != "booting":
             return
         self._boot_failures = 0
-        report = answer.get("sandbox")
-        if report:
-            try:
-                child.sandbox = dict(json.loads(report))
-            except ValueError:
-                child.sandbox = {}
-            missing = {k: v for k, v in child.sandbox.items() if v != "applied"}
-            if missing:
-                _log.critical(
-                    "child {pid}: sandbox layers NOT in force: {missing}",
-                    pid=child.pid,
-                    missing=missing,
-                )
+        try:
+            child.sandbox = dict(json.loads(answer.get("sandbox") or "{}"))
+        except ValueError:
+            child.sandbox = {}
+        missing = missing_layers(child.sandbox, expected=self.sandbox.layer_names())
+        if missing:
+            # Loudly, every time: a sandbox layer asked for is not in force.
+            _log.critical(
+                "child {pid}: sandbox layers NOT in force: {missing}",
+                pid=child.pid,
+                missing={
+                    name: child.sandbox.get(name, "not reported") for name in missing
+                },
+            )
         child.state = "idle"
         self._idle.append(child)
         self._pump()
@@ -373,6 +377,10 @@ class AmpoulePool:
         if child.state == "booting":
             self._boot_failures += 1
             self._last_boot_error = ended.describe()
+            if self._warm:
+                # Perhaps a preloaded handler's import kills it: boot cold.
+                self._wanted_warm -= self._warm
+                self._warm.clear()
             _log.error(
                 "child {pid} died while booting ({how}); {count} in a row",
                 pid=child.pid,
@@ -519,8 +527,18 @@ class AmpoulePool:
         before it answers its first ping, so that a replacement child serves its
         first invocation warm.  (The dispatcher calls this for each handler it
         registers in this pool.)
+
+        Only a handler a child has already imported without dying (a check, or
+        an invocation that answered) is preloaded: a module that kills the
+        process importing it must not stop every new child from booting.  It
+        stops being preloaded once quarantined, and children boot cold again
+        after one dies while booting.
         """
-        self._warm.add(handler)
+        self._wanted_warm.add(handler)
+
+    def _proven(self, handler: str) -> None:
+        if handler in self._wanted_warm:
+            self._warm.add(handler)
 
     def check_handler(self, name: str) -> Deferred[int]:
         """
@@ -631,6 +649,7 @@ class AmpoulePool:
                     )
                 )
         else:
+            self._proven(check.name)
             check.done.callback(result["pid"])
         if child.work is check:
             self._done_with(child, None)
@@ -732,6 +751,7 @@ class AmpoulePool:
         if rest:
             running = rest[0]
             if strike:
+                self._warm.discard(running.invocation.handler)
                 delay = self._quarantine.strike(running.invocation.handler)
                 if delay is not None:
                     _log.error(
@@ -780,7 +800,10 @@ class AmpoulePool:
         self._cancel(batch.deadline)
         pid = child.pid
         for pending, record in zip(batch.items, records, strict=False):
-            self._quarantine.settle(pending.invocation.handler)
+            handler = pending.invocation.handler
+            self._quarantine.settle(handler)
+            if handler not in self._warm:
+                self._proven(handler)
             pending.done.callback(_outcome_from_record(pending.invocation, record, pid))
         unstarted = batch.items[len(records) :]
         self._queue.extendleft(reversed(unstarted))

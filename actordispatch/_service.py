@@ -42,7 +42,7 @@ def _pool_arguments(settings: dict[str, Any]) -> dict[str, Any]:
     if sandbox is not None:
         from actordispatch._sandbox import SandboxProfile
 
-        arguments["sandbox_profile"] = SandboxProfile(**sandbox)
+        arguments["sandbox"] = SandboxProfile(**sandbox)
     return arguments
 
 

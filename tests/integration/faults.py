@@ -165,3 +165,28 @@ def pid(event: Any) -> int:
     Return the child's pid.
     """
     return os.getpid()
+
+
+def sandbox_state(event: Any) -> dict[str, Any]:
+    """
+    Describe the sandbox in force in this child, as the child sees it.
+    """
+    from children.sandbox import describe_sandbox
+
+    return describe_sandbox()
+
+
+def allocate(event: dict[str, Any]) -> int:
+    """
+    Allocate C{event["mib"]} MiB.
+    """
+    return len(bytearray(event["mib"] * 1024 * 1024))
+
+
+def burn_cpu(event: Any) -> None:
+    """
+    Spin for a long time (in Python).
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -437,3 +438,127 @@ class ShutdownTests(FaultTestCase):
             [r.outcomes[0].status for r in results], ["timeout", "skipped", "skipped"]
         )
         self.assertNothingLost(d, results, 1)
+
+
+class SandboxTests(FaultTestCase):
+    @defer.inlineCallbacks
+    def test_untrusted_profile_from_inside(self) -> Any:
+        """
+        With SandboxProfile.untrusted(), each layer is in force as the child
+        sees it: limits, no_new_privs, parent-death signal, no network socket,
+        a scrubbed environment and only the expected descriptors.
+        """
+        from actordispatch import SandboxProfile
+
+        d = self.dispatcher(
+            pool=self.pool(size=1, sandbox=SandboxProfile.untrusted()),
+        )
+        yield d.start()
+        yield d.add_event_handler(F + "sandbox_state", "during")
+        result = yield d.fire_event({})
+        self.assertTrue(result.ok, result.failures)
+        state = result.outcomes[0].value
+        self.assertEqual(state["rlimits"]["address_space"], [2**30, 2**30])
+        self.assertEqual(state["rlimits"]["open_files"], [256, 256])
+        self.assertEqual(state["rlimits"]["core_size"], [0, 0])
+        self.assertTrue(state["no_new_privs"])
+        self.assertEqual(state["parent_death_signal"], signal.SIGKILL)
+        self.assertTrue(state["inet_socket_denied"])
+        self.assertEqual(set(state["environment_names"]) - {"LC_CTYPE"}, {"PYTHONPATH"})
+        self.assertEqual(sorted(state["open_fds"])[:6], [0, 1, 2, 3, 4, 5])
+        self.assertNothingLost(d, [result], 1)
+
+    @defer.inlineCallbacks
+    def test_memory_limit(self) -> Any:
+        """
+        An allocation above the address-space limit fails in the handler
+        ("error", MemoryError) and the child keeps serving.
+        """
+        from actordispatch import SandboxProfile
+
+        d = self.dispatcher(
+            pool=self.pool(size=1, sandbox=SandboxProfile(address_space=512 * 2**20))
+        )
+        yield d.start()
+        yield d.add_event_handler(F + "allocate", "during")
+        big = yield d.fire_event({"mib": 768})
+        small = yield d.fire_event({"mib": 1})
+        self.assertEqual(big.outcomes[0].error_type, "MemoryError")
+        self.assertTrue(small.ok)
+        self.assertEqual(big.outcomes[0].pid, small.outcomes[0].pid)
+        self.assertNothingLost(d, [big, small], 1)
+
+    @defer.inlineCallbacks
+    def test_cpu_budget(self) -> Any:
+        """
+        A child over its CPU budget is killed by the kernel: "crashed" with the
+        signal, and a fresh child serves the next event.
+        """
+        from actordispatch import SandboxProfile
+
+        d = self.dispatcher(
+            pool=self.pool(size=1, sandbox=SandboxProfile(cpu_seconds=1))
+        )
+        yield d.start()
+        yield d.add_event_handler(F + "burn_cpu", "during", kind="burn", timeout=30)
+        yield d.add_event_handler(F + "pid", "during", kind="live")
+        result = yield d.fire_event({}, kind="burn")
+        outcome = result.outcomes[0]
+        self.assertEqual(outcome.status, "crashed")
+        self.assertRegex(outcome.error_message, "signal (9|24)")
+        after = yield d.fire_event({}, kind="live")
+        self.assertTrue(after.ok)
+        self.assertNothingLost(d, [result, after], 1)
+
+
+PARENT_SCRIPT = """
+import os, sys
+from twisted.internet import defer, task
+from actordispatch import EventDispatcher
+
+@defer.inlineCallbacks
+def main(reactor):
+    d = EventDispatcher(("kind",), ("during",), pool_size=2, max_in_flight=2)
+    yield d.start()
+    yield d.add_event_handler("tests.integration.faults:late", "during", timeout=60)
+    d.fire_event({"after": 60})
+    d.fire_event({"after": 60})
+    pids = d.pools()["default"].child_pids()
+    print("CHILDREN", " ".join(map(str, pids)), flush=True)
+    yield defer.Deferred()
+
+task.react(main)
+"""
+
+
+class ParentDeathTests(FaultTestCase):
+    @defer.inlineCallbacks
+    def test_parent_killed_leaves_no_child(self) -> Any:
+        """
+        A parent killed with SIGKILL while its children are busy leaves no
+        child behind: the parent-death signal takes them down.
+        """
+        from tests.integration.test_service import ROOT, Collector
+
+        collector = Collector()
+        process = reactor.spawnProcess(  # type: ignore[attr-defined]
+            collector,
+            sys.executable,
+            [sys.executable, "-c", PARENT_SCRIPT],
+            env=dict(os.environ),
+            path=str(ROOT),
+        )
+        deadline = time.monotonic() + 20
+        while b"CHILDREN" not in collector.output:
+            self.assertLess(time.monotonic(), deadline, collector.output.decode())
+            yield deferLater(reactor, 0.05, lambda: None)
+        line = collector.output.split(b"CHILDREN", 1)[1].split(b"\n", 1)[0]
+        children = [int(p) for p in line.split()]
+        self.assertEqual(len(children), 2)
+        self.assertTrue(all(alive(p) for p in children))
+        process.signalProcess("KILL")
+        yield collector.ended
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in children) and time.monotonic() < deadline:
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual([p for p in children if alive(p)], [])
