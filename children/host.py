@@ -79,16 +79,25 @@ def resolve_handler(name: str) -> Callable[[Any], Any]:
     return handler
 
 
+_statm: int | None = None
+
+
 def resident_memory() -> int | None:
     """
     This process's resident set size in bytes, or C{None} where C{/proc} has no
-    answer.
+    answer.  (One C{pread} on a descriptor kept open: it is read after every
+    batch.)
     """
+    global _statm
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        if _statm is None:
+            _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        return int(os.pread(_statm, 128, 0).split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return None
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 #: Room kept in a batch's reply for one error record (capped message and
@@ -192,12 +201,10 @@ class HandlerHost(AMPChild):
             items = decode_batch(batch)
         except Exception as e:
             raise BatchDecodingError(f"{error_type_name(type(e))}: {e}") from None
-        run = _BatchRun(
-            items,
-            seq or 0,
-            self._spool_fd if seq is not None else None,
-            self._max_reply_size,
-        )
+        # A batch of one needs no spool: if the child dies, that one invocation
+        # was the one running, and it started when the batch was sent.
+        spool = self._spool_fd if seq is not None and len(items) > 1 else None
+        run = _BatchRun(items, seq or 0, spool, self._max_reply_size)
         return self._run_from(run)
 
     def _run_from(self, run: _BatchRun) -> dict[str, Any] | Deferred[dict[str, Any]]:
