@@ -57,8 +57,9 @@ class GuardedAMP(amp.AMP):
         Subclasses decide what happens to the peer; by default its connection
         is aborted.
         """
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     # --- caps on what the peer may send --------------------------------------------
 

@@ -1,0 +1,350 @@
+"""
+External processes over AMP, for real: a dispatcher with a real child pool
+listens on loopback; C{docs/examples/external_handler.py} runs as separate
+processes that serve as handlers and fire events; one is killed mid-event; and
+TLS with client certificates lets in only the right peers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from actordispatch import EventDispatcher
+from actordispatch._external import TLSServerOptions, listen
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "external_handler.py"
+
+
+class Collector(protocol.ProcessProtocol):
+    """
+    Collects a process's output; C{ended} fires with its exit code (or the
+    signal that ended it, negated).
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        value = reason.value
+        code = value.exitCode if value.exitCode is not None else -value.signal
+        self.ended.callback(code)
+
+
+# --- throwaway certificates -------------------------------------------------------
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _builder(subject: str, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
+        )
+    )
+
+
+class Authority:
+    """
+    A certificate authority that lives as long as one test.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.key = _key()
+        self.certificate = (
+            _builder(name, _name(name), self.key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, name: str, *, server: bool = False) -> tuple[bytes, bytes]:
+        """
+        A certificate for C{name} (client or server use): C{(cert, key)} PEM.
+        """
+        key = _key()
+        usage = (
+            ExtendedKeyUsageOID.SERVER_AUTH
+            if server
+            else (ExtendedKeyUsageOID.CLIENT_AUTH)
+        )
+        certificate = (
+            _builder(name, self.certificate.subject, key)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.key.public_key()
+                ),
+                False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+# --- the tests ------------------------------------------------------------------------
+
+
+class ExternalTestCase(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def start_dispatcher(self, **listen_options: Any) -> Any:
+        """
+        A started dispatcher (one real child) listening on loopback TCP.
+        """
+        self.dispatcher = EventDispatcher(("kind",), pool_size=1, default_timeout=10)
+        self.addCleanup(self.dispatcher.stop)
+        yield self.dispatcher.start()
+        self.listener = yield listen(
+            reactor, self.dispatcher, "tcp:0:interface=127.0.0.1", **listen_options
+        )
+        self.addCleanup(self.listener.stopListening)
+        self.port = self.listener.getHost().port
+
+    def spawn(self, *args: str) -> tuple[Collector, Any]:
+        """
+        Run the example with C{args}; it is killed at the end of the test.
+        """
+        collector = Collector()
+        transport = reactor.spawnProcess(
+            collector,
+            sys.executable,
+            [sys.executable, str(EXAMPLE), *args],
+            env=dict(os.environ),
+            path=str(ROOT),
+        )
+
+        def kill() -> Any:
+            if not collector.ended.called:
+                transport.signalProcess("KILL")
+                return collector.ended
+            return None
+
+        self.addCleanup(kill)
+        return collector, transport
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp:host=127.0.0.1:port={self.port}"
+
+    @defer.inlineCallbacks
+    def wait_for(self, collector: Collector, text: bytes, seconds: float = 10) -> Any:
+        deadline = time.monotonic() + seconds
+        while text not in collector.output:
+            if collector.ended.called or time.monotonic() > deadline:
+                self.fail(f"never saw {text!r}; output:\n{collector.output.decode()}")
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    @defer.inlineCallbacks
+    def wait_end(self, collector: Collector, seconds: float = 10) -> Any:
+        deadline = time.monotonic() + seconds
+        while not collector.ended.called:
+            if time.monotonic() > deadline:
+                self.fail(f"did not end; output:\n{collector.output.decode()}")
+            yield deferLater(reactor, 0.02, lambda: None)
+        code = yield collector.ended
+        return code
+
+    @defer.inlineCallbacks
+    def serve(self, endpoint: str, name: str = "ext", kind: str = "ext") -> Any:
+        collector, transport = self.spawn(
+            endpoint, "serve", name, "during", "--match", json.dumps({"kind": kind})
+        )
+        yield self.wait_for(collector, b"registered ")
+        return collector, transport
+
+
+class ExternalProcessTests(ExternalTestCase):
+    @defer.inlineCallbacks
+    def test_serves_and_fires(self) -> Any:
+        """
+        An external process registered as a handler runs the events that match
+        it (its pid is in the value), whether they are fired in the dispatcher
+        or by another external process, which gets every outcome as JSON.
+        """
+        yield self.start_dispatcher()
+        yield self.dispatcher.add_event_handler(
+            "tests.integration.handlers:describe", "during", kind="local"
+        )
+        _, server = yield self.serve(self.endpoint)
+        [info] = [i for i in self.dispatcher.handlers() if i.pool != "default"]
+        self.assertRegex(info.handler, r"^external\.conn\d+:ext$")
+
+        result = yield self.dispatcher.fire_event({"hello": "world"}, kind="ext")
+        [outcome] = result.outcomes
+        self.assertEqual(outcome.status, "ok", outcome)
+        self.assertEqual(outcome.value["pid"], server.pid)
+        self.assertEqual(outcome.value["event"], {"hello": "world"})
+        self.assertEqual(outcome.pid, server.pid)
+
+        firer, _ = self.spawn(
+            self.endpoint, "fire", '{"n": 1}', "--keywords", '{"kind": "ext"}'
+        )
+        local, _ = self.spawn(
+            self.endpoint, "fire", '{"n": 2}', "--keywords", '{"kind": "local"}'
+        )
+        for collector in (firer, local):
+            code = yield self.wait_end(collector)
+            self.assertEqual(code, 0, collector.output.decode())
+        remote_answer = json.loads(firer.output.decode().strip().splitlines()[-1])
+        self.assertTrue(remote_answer["ok"])
+        self.assertEqual(remote_answer["outcomes"][0]["value"]["pid"], server.pid)
+        local_answer = json.loads(local.output.decode().strip().splitlines()[-1])
+        [local_outcome] = local_answer["outcomes"]
+        self.assertEqual(local_outcome["status"], "ok")
+        self.assertEqual(local_outcome["value"]["fields"], {"n": 2})
+        pool: Any = self.dispatcher.pools()["default"]
+        self.assertIn(local_outcome["pid"], pool.child_pids())
+
+    @defer.inlineCallbacks
+    def test_handler_error(self) -> Any:
+        """
+        An external handler that raises gives an "error" outcome with its
+        exception type, message and traceback.
+        """
+        yield self.start_dispatcher()
+        yield self.serve(self.endpoint)
+        result = yield self.dispatcher.fire_event({"fail": "no way"}, kind="ext")
+        [outcome] = result.outcomes
+        self.assertEqual(outcome.status, "error")
+        self.assertEqual(outcome.error_type, "builtins.ValueError")
+        self.assertEqual(outcome.error_message, "no way")
+        self.assertIn("ValueError", outcome.traceback)
+
+    @defer.inlineCallbacks
+    def test_killed_mid_event(self) -> Any:
+        """
+        Killing the external process while it handles a slow event: that
+        invocation ends "crashed" (connection lost) at once, not at its
+        timeout, and the process's handlers are removed.
+        """
+        yield self.start_dispatcher()
+        collector, server = yield self.serve(self.endpoint)
+        started = time.monotonic()
+        fired = self.dispatcher.fire_event({"sleep": 20}, kind="ext")
+        yield self.wait_for(collector, b"invoked ")
+        server.signalProcess(signal.SIGKILL)
+        result = yield fired
+        self.assertLess(time.monotonic() - started, 8)
+        [outcome] = result.outcomes
+        self.assertEqual(outcome.status, "crashed")
+        self.assertEqual(outcome.error_type, "actordispatch.ConnectionLost")
+        self.assertEqual(self.dispatcher.handlers(), [])
+        self.assertEqual(list(self.dispatcher.pools()), ["default"])
+        after = yield self.dispatcher.fire_event({}, kind="ext")
+        self.assertEqual(after.outcomes, ())
+
+
+class TLSTests(ExternalTestCase):
+    def write(self, directory: Path, name: str, data: bytes) -> str:
+        path = directory / name
+        path.write_bytes(data)
+        return str(path)
+
+    @defer.inlineCallbacks
+    def test_client_certificates(self) -> Any:
+        """
+        With TLS, a peer without a client certificate, one whose certificate
+        comes from another CA, and one whose name is not allowed are all
+        rejected; a peer with an allowed certificate from the configured CA
+        registers and handles events.
+        """
+        directory = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, directory)
+        authority, stranger = Authority("clients CA"), Authority("other CA")
+        server_cert, server_key = authority.issue("localhost", server=True)
+        yield self.start_dispatcher(
+            tls=TLSServerOptions(
+                server_cert, server_key, authority.pem, allowed_peers={"worker1"}
+            )
+        )
+        roots = directory / "roots"
+        roots.mkdir()
+        self.write(roots, "ca.pem", authority.pem)
+        base = f"tls:localhost:{self.port}:trustRoots={roots}"
+
+        def client(name: str, issuer: Authority) -> str:
+            cert, key = issuer.issue(name)
+            c = self.write(directory, f"{name}-{id(issuer)}.pem", cert)
+            k = self.write(directory, f"{name}-{id(issuer)}.key", key)
+            return f"{base}:certificate={c}:privateKey={k}"
+
+        refused = [
+            self.spawn(endpoint, "serve", "ext", "during")[0]
+            for endpoint in (
+                base,
+                client("worker1", stranger),
+                client("intruder", authority),
+            )
+        ]
+        accepted, server = yield self.serve(client("worker1", authority))
+        for collector in refused:
+            code = yield self.wait_end(collector)
+            self.assertEqual(code, 1, collector.output.decode())
+            self.assertNotIn(b"registered", collector.output)
+        result = yield self.dispatcher.fire_event({}, kind="ext")
+        [outcome] = result.outcomes
+        self.assertEqual(outcome.status, "ok", outcome)
+        self.assertEqual(outcome.value["pid"], server.pid)

@@ -1,0 +1,875 @@
+"""
+Unit tests for L{actordispatch._external}: the AMP endpoint for external
+processes, in memory (iosim, a Clock, and a FakePool as the dispatcher's local
+pool): no processes, no sockets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols import amp
+from twisted.test.iosim import IOPump, connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from actordispatch import DispatchResult, EventDispatcher
+from actordispatch._codec import decode_event, encode_event
+from actordispatch._external import (
+    AMPListener,
+    DispatcherAMP,
+    DispatcherAMPFactory,
+    Fire,
+    InsecureEndpointError,
+    Invoke,
+    ListHandlers,
+    RegisterHandler,
+    RemoteHandlerError,
+    RemotePool,
+    TLSServerOptions,
+    UnregisterHandler,
+    listen,
+)
+from actordispatch._invocation import Invocation
+from actordispatch.interfaces import IHandlerPool
+from actordispatch.testing import FakeCall, FakePool
+
+LOCAL = "tests.test_external:local_handler"
+
+
+def local_handler(event: Any) -> Any:
+    """
+    A handler of the dispatcher's own pool (the FakePool answers for it).
+    """
+    return event
+
+
+class Planted:
+    """
+    A class a peer names in a tagged event: it must never be built.
+    """
+
+    built = 0
+
+    def __init__(self, **fields: Any) -> None:
+        Planted.built += 1
+
+
+class Peer(amp.AMP):
+    """
+    The external process's end, as a test drives it: every L{Invoke} waits in
+    C{invocations} until the test answers its Deferred.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invocations: list[tuple[dict[str, Any], Deferred[dict[str, Any]]]] = []
+
+    @Invoke.responder
+    def invoke(
+        self,
+        handler_id: int,
+        handler: str,
+        phase: str,
+        event: bytes,
+        timeout: float | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        answer: Deferred[dict[str, Any]] = Deferred()
+        arguments = {
+            "handler_id": handler_id,
+            "handler": handler,
+            "phase": phase,
+            "event": json.loads(event),
+            "timeout": timeout,
+        }
+        self.invocations.append((arguments, answer))
+        return answer
+
+
+def ok_local(call: FakeCall) -> None:
+    call.succeed({"seen": decode_event(call.invocation.event)})
+
+
+class Harness:
+    """
+    A running dispatcher (local pool: a FakePool), its AMP factory, and one
+    connected peer.
+    """
+
+    def __init__(self, test: SynchronousTestCase, **factory_options: Any) -> None:
+        self.test = test
+        self.clock = Clock()
+        self.local = FakePool(answer=ok_local)
+        self.dispatcher = EventDispatcher(
+            ("kind", "user"),
+            ("before", "during"),
+            reactor=self.clock,
+            pool=self.local,
+            **factory_options.pop("dispatcher_options", {}),
+        )
+        self.dispatcher.start()
+        self.factory = DispatcherAMPFactory(
+            self.dispatcher, reactor=self.clock, **factory_options
+        )
+        self.peer, self.server, self.pump = self.connect()
+
+    def connect(self) -> tuple[Peer, DispatcherAMP, IOPump]:
+        peer, server, pump = connectedServerAndClient(
+            lambda: self.factory.buildProtocol(None), Peer
+        )
+        assert server is not None
+        return peer, server, pump
+
+    def call(self, command: type[amp.Command], peer: Peer | None = None, **kw: Any):
+        """
+        Call C{command} from the peer and pump until it is answered.
+        """
+        return self.relay((peer or self.peer).callRemote(command, **kw))
+
+    def relay(self, sent: Deferred[Any]) -> Deferred[Any]:
+        """
+        Pump, and relay what C{sent} got on a fresh Deferred: AMP hands a
+        failure that has no errback yet to its own "unhandled" handler, which
+        drops the connection.
+        """
+        out: Deferred[Any] = Deferred()
+        sent.addBoth(lambda result: out.callback(result))
+        self.pump.flush()
+        return out
+
+    def result(self, command: type[amp.Command], **kw: Any) -> Any:
+        return self.test.successResultOf(self.call(command, **kw))
+
+    def error(self, command: type[amp.Command], **kw: Any) -> bytes:
+        """
+        Call C{command}, which must fail; return the error code it failed
+        with on the wire (the client maps a known code to its exception
+        class, and back here).
+        """
+        failure = self.test.failureResultOf(self.call(command, **kw))
+        value = failure.value
+        if isinstance(value, amp.RemoteAmpError):
+            return value.errorCode
+        return command.errors[type(value)]
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the dispatcher's end of the connection is closed.
+        """
+        return self.server not in self.factory.connections
+
+    def register(self, name: str = "work", phase: str = "during", **kw: Any) -> int:
+        answer = self.result(RegisterHandler, name=name, phase=phase, **kw)
+        return int(answer["handler_id"])
+
+    def fire(self, event: Any, **keywords: Any) -> Deferred[DispatchResult]:
+        d = self.dispatcher.fire_event(event, **keywords)
+        self.pump.flush()
+        return d
+
+    def answer(self, index: int, value: Any, **extra: Any) -> None:
+        _, d = self.peer.invocations[index]
+        d.callback({"value": json.dumps(value).encode(), **extra})
+        self.pump.flush()
+
+
+class FireTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """
+        Fire from an external process runs the dispatcher's matching handlers
+        and answers every outcome as JSON, with C{ok}.
+        """
+        h = Harness(self)
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        answer = h.result(
+            Fire,
+            event=json.dumps({"user": "bob", "n": [1, 2]}).encode(),
+            keywords=json.dumps({"kind": "created"}),
+        )
+        self.assertTrue(answer["ok"])
+        [outcome] = json.loads(answer["outcomes"])
+        self.assertEqual(outcome["status"], "ok")
+        self.assertEqual(outcome["handler"], LOCAL)
+        self.assertEqual(outcome["phase"], "during")
+        self.assertEqual(outcome["value"], {"seen": {"user": "bob", "n": [1, 2]}})
+        self.assertEqual(
+            set(outcome),
+            {
+                "handler_id",
+                "handler",
+                "phase",
+                "status",
+                "value",
+                "error_type",
+                "error_message",
+                "traceback",
+                "duration",
+                "pid",
+            },
+        )
+
+    def test_large_event(self) -> None:
+        """
+        An event over AMP's 64 KiB value limit arrives whole, in chunks.
+        """
+        h = Harness(self)
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        big = "x" * 300_000
+        answer = h.result(Fire, event=json.dumps(big).encode())
+        [outcome] = json.loads(answer["outcomes"])
+        self.assertEqual(outcome["value"], {"seen": big})
+
+    def test_tags_decoded_plain(self) -> None:
+        """
+        An event carrying the codec's type tags is decoded with the plain
+        decoder: a class it names is never imported or built; its fields
+        arrive as a plain object.
+        """
+        h = Harness(self)
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        tagged = {
+            "__ad__": "attrs",
+            "type": "tests.test_external:Planted",
+            "fields": {"x": 1},
+        }
+        answer = h.result(Fire, event=json.dumps(tagged).encode())
+        [outcome] = json.loads(answer["outcomes"])
+        self.assertEqual(outcome["value"], {"seen": {"x": 1}})
+        self.assertEqual(Planted.built, 0)
+
+    def test_bad_keywords(self) -> None:
+        """
+        Keywords that are not a JSON object of scalars, that the dispatcher
+        does not allow, or that are reserved names, fail with BAD_KEYWORD and
+        nothing is fired.
+        """
+        h = Harness(self)
+        for keywords in (
+            "[1]",
+            "{not json",
+            json.dumps({"kind": [1]}),
+            json.dumps({"colour": "red"}),
+            json.dumps({"event": 1}),
+            '{"kind": NaN}',
+        ):
+            error = h.error(Fire, event=b"{}", keywords=keywords)
+            self.assertEqual(error, b"BAD_KEYWORD", keywords)
+        self.assertEqual(h.dispatcher.stats().accepted, 0)
+
+    def test_bad_event(self) -> None:
+        """
+        An event that is not JSON, or that the dispatcher cannot encode (over
+        its size cap), fails with BAD_EVENT.
+        """
+        h = Harness(self, dispatcher_options={"max_event_size": 100})
+        self.assertEqual(h.error(Fire, event=b"{nope"), b"BAD_EVENT")
+        big = json.dumps("y" * 200).encode()
+        self.assertEqual(h.error(Fire, event=big), b"BAD_EVENT")
+
+    def test_not_running(self) -> None:
+        """
+        Firing on a stopped dispatcher fails with NOT_RUNNING.
+        """
+        h = Harness(self)
+        self.successResultOf(h.dispatcher.stop())
+        self.assertEqual(h.error(Fire, event=b"{}"), b"NOT_RUNNING")
+
+    def test_overloaded(self) -> None:
+        """
+        Firing while the dispatcher's queue is full fails with OVERLOADED.
+        """
+        h = Harness(self, dispatcher_options={"max_queue": 0})
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        first = h.call(Fire, event=b"1")
+        self.assertNoResult(first)
+        self.assertEqual(h.error(Fire, event=b"2"), b"OVERLOADED")
+        h.local.pending()[0].succeed(1)
+        h.pump.flush()
+        self.assertTrue(self.successResultOf(first)["ok"])
+
+    def test_malformed_command(self) -> None:
+        """
+        A command whose arguments do not parse is answered BAD_REQUEST and the
+        connection is closed.
+        """
+        h = Harness(self)
+        d = h.relay(h.peer.callRemoteString(b"Fire", keywords=b"{}"))  # no event
+        failure = self.failureResultOf(d)
+        self.assertEqual(failure.value.errorCode, b"BAD_REQUEST")
+        self.assertTrue(h.closed)
+
+
+class RegisterTests(SynchronousTestCase):
+    def test_routed_to_peer(self) -> None:
+        """
+        After RegisterHandler, an event that matches is sent to the peer as
+        Invoke (its own handler name, the phase, the event as JSON, the
+        timeout) and its answer is the handler's outcome; an event that does
+        not match is not sent.
+        """
+        h = Harness(self)
+        handler_id = h.register("work", "during", match=json.dumps({"kind": "a"}))
+        number = h.server.number
+        [info] = h.dispatcher.handlers()
+        self.assertEqual(info.handler, f"external.conn{number}:work")
+        self.assertEqual(info.pool, f"amp:{number}")
+        h.fire({"x": 1}, kind="b")
+        self.assertEqual(h.peer.invocations, [])
+        result = h.fire({"x": 1}, kind="a")
+        [(arguments, _)] = h.peer.invocations
+        self.assertEqual(
+            arguments,
+            {
+                "handler_id": handler_id,
+                "handler": "work",
+                "phase": "during",
+                "event": {"x": 1},
+                "timeout": 60.0,
+            },
+        )
+        h.answer(0, {"done": True}, pid=4242, duration=0.25)
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(outcome.status, "ok")
+        self.assertEqual(outcome.value, {"done": True})
+        self.assertEqual(outcome.pid, 4242)
+        self.assertEqual(outcome.duration, 0.25)
+        self.assertEqual(outcome.handler, f"external.conn{number}:work")
+
+    def test_event_sent_plain(self) -> None:
+        """
+        An event the codec tags (a tuple, a date) reaches the peer as plain
+        JSON (a list, an ISO string).
+        """
+        import datetime
+
+        h = Harness(self)
+        h.register()
+        h.fire({"t": (1, 2), "d": datetime.date(2024, 5, 1)})
+        self.assertEqual(
+            h.peer.invocations[0][0]["event"], {"t": [1, 2], "d": "2024-05-01"}
+        )
+
+    def test_timeout_option(self) -> None:
+        """
+        A registration's timeout is the one Invoke carries and enforces.
+        """
+        h = Harness(self)
+        h.register(timeout=2.5)
+        h.fire(1)
+        self.assertEqual(h.peer.invocations[0][0]["timeout"], 2.5)
+
+    def test_max_calls(self) -> None:
+        """
+        max_calls=1: the handler runs once, then is gone.
+        """
+        h = Harness(self)
+        h.register(max_calls=1)
+        h.fire(1)
+        h.answer(0, None)
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+    def test_bad_registrations(self) -> None:
+        """
+        A bad name, an unknown phase, a match keyword that is not allowed (or
+        reserved, or not a scalar), a bad timeout or max_calls fail with
+        BAD_HANDLER and register nothing.
+        """
+        h = Harness(self)
+        for kw in (
+            {"name": "no-dashes"},
+            {"name": "a:b"},
+            {"name": "x" * 201},
+            {"name": ""},
+            {"phase": "after"},
+            {"match": json.dumps({"colour": "red"})},
+            {"match": json.dumps({"pool": "default"})},
+            {"match": json.dumps({"kind": {"a": 1}})},
+            {"match": "[]"},
+            {"timeout": -1.0},
+            {"timeout": float("inf")},
+            {"max_calls": 0},
+        ):
+            arguments = {"name": "ok", "phase": "during", **kw}
+            error = h.error(RegisterHandler, **arguments)
+            self.assertEqual(error, b"BAD_HANDLER", kw)
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+    def test_handlers_cap(self) -> None:
+        """
+        Beyond max_handlers_per_connection, RegisterHandler fails OVERLOADED.
+        """
+        h = Harness(self, max_handlers_per_connection=2)
+        h.register("a")
+        h.register("b")
+        self.assertEqual(
+            h.error(RegisterHandler, name="c", phase="during"),
+            b"OVERLOADED",
+        )
+
+    def test_unregister(self) -> None:
+        """
+        UnregisterHandler removes the peer's own handler; an id it did not
+        register (or already removed) fails with UNKNOWN_HANDLER.
+        """
+        h = Harness(self)
+        handler_id = h.register()
+        local_id = self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        self.assertEqual(
+            h.error(UnregisterHandler, handler_id=local_id),
+            b"UNKNOWN_HANDLER",
+        )
+        self.assertEqual(h.result(UnregisterHandler, handler_id=handler_id), {})
+        self.assertEqual([i.handler_id for i in h.dispatcher.handlers()], [local_id])
+        self.assertEqual(
+            h.error(UnregisterHandler, handler_id=handler_id),
+            b"UNKNOWN_HANDLER",
+        )
+
+    def test_list_handlers(self) -> None:
+        """
+        ListHandlers answers every handler as JSON, marking the peer's own.
+        """
+        h = Harness(self)
+        local_id = self.successResultOf(
+            h.dispatcher.add_event_handler(LOCAL, "before", kind="k")
+        )
+        mine = h.register("work", "during", match=json.dumps({"user": "bob"}))
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        by_id = {entry["handler_id"]: entry for entry in listing}
+        self.assertEqual(set(by_id), {local_id, mine})
+        self.assertFalse(by_id[local_id]["mine"])
+        self.assertEqual(by_id[local_id]["match"], {"kind": "k"})
+        self.assertTrue(by_id[mine]["mine"])
+        self.assertEqual(by_id[mine]["phase"], "during")
+        self.assertEqual(by_id[mine]["match"], {"user": "bob"})
+
+
+class OutcomeTests(SynchronousTestCase):
+    def test_handler_error(self) -> None:
+        """
+        HANDLER_ERROR from the peer is an "error" outcome with its type,
+        message and traceback.
+        """
+        h = Harness(self)
+        h.register()
+        result = h.fire(1)
+        description = json.dumps(
+            {"type": "myapp.Boom", "message": "no", "traceback": "Traceback..."}
+        )
+        h.peer.invocations[0][1].errback(RemoteHandlerError(description))
+        h.pump.flush()
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type, outcome.error_message),
+            ("error", "myapp.Boom", "no"),
+        )
+        self.assertEqual(outcome.traceback, "Traceback...")
+
+    def test_handler_error_not_json(self) -> None:
+        """
+        A HANDLER_ERROR description that is not the JSON object is the
+        message of an "error" outcome.
+        """
+        h = Harness(self)
+        h.register()
+        result = h.fire(1)
+        h.peer.invocations[0][1].errback(RemoteHandlerError("plain words"))
+        h.pump.flush()
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(outcome.status, "error")
+        self.assertEqual(outcome.error_message, "plain words")
+
+    def test_timeout(self) -> None:
+        """
+        A peer that does not answer within the timeout: "timeout" outcome; its
+        late answer is ignored and the next event is served.
+        """
+        h = Harness(self)
+        h.register(timeout=5.0)
+        result = h.fire(1)
+        h.clock.advance(4.9)
+        self.assertNoResult(result)
+        h.clock.advance(0.2)
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(outcome.status, "timeout")
+        self.assertEqual(outcome.error_type, "actordispatch.HandlerTimeout")
+        h.answer(0, "late")
+        self.assertFalse(h.closed)
+        second = h.fire(2)
+        h.answer(1, "on time")
+        self.assertEqual(self.successResultOf(second).outcomes[0].value, "on time")
+
+    def test_bad_value_drops_peer(self) -> None:
+        """
+        An Invoke answer whose value is not JSON: "crashed" (ProtocolError)
+        and the peer is dropped.
+        """
+        h = Harness(self)
+        h.register()
+        result = h.fire(1)
+        h.peer.invocations[0][1].callback({"value": b"{not json"})
+        h.pump.flush()
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(outcome.status, "crashed")
+        self.assertEqual(outcome.error_type, "actordispatch.ProtocolError")
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+    def test_connection_lost(self) -> None:
+        """
+        When the peer's connection drops, its in-flight invocation ends
+        "crashed" (connection lost), its pool and handlers are removed, and
+        later events no longer match them.
+        """
+        h = Harness(self)
+        h.register("a")
+        h.register("b", "before")
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        result = h.fire(1)
+        self.assertEqual(len(h.peer.invocations), 1)  # "b", phase "before"
+        h.peer.transport.loseConnection()  # type: ignore[union-attr]
+        h.pump.flush()
+        outcomes = self.successResultOf(result).outcomes
+        self.assertEqual(
+            [(o.phase, o.status) for o in outcomes],
+            [("before", "crashed"), ("during", "skipped"), ("during", "ok")],
+        )
+        self.assertEqual(outcomes[0].error_type, "actordispatch.ConnectionLost")
+        self.assertIn("connection lost", outcomes[0].error_message or "")
+        self.assertEqual([i.handler for i in h.dispatcher.handlers()], [LOCAL])
+        self.assertNotIn(f"amp:{h.server.number}", h.dispatcher.pools())
+        after = self.successResultOf(h.fire(2))
+        self.assertEqual([o.handler for o in after.outcomes], [LOCAL])
+
+    def test_in_flight_cap(self) -> None:
+        """
+        At most max_in_flight_per_connection calls are outstanding; more wait
+        in a queue of max_queued_per_connection and are sent as answers free
+        room; beyond the queue an invocation ends "crashed" (Overloaded)
+        without being sent.
+        """
+        h = Harness(self, max_in_flight_per_connection=2, max_queued_per_connection=1)
+        for name in "abcd":
+            h.register(name)
+        result = h.fire(1)
+        self.assertEqual([a["handler"] for a, _ in h.peer.invocations], ["a", "b"])
+        h.answer(0, "a")
+        self.assertEqual([a["handler"] for a, _ in h.peer.invocations], ["a", "b", "c"])
+        h.answer(1, "b")
+        h.answer(2, "c")
+        outcomes = self.successResultOf(result).outcomes
+        self.assertEqual(
+            [(o.status, o.value) for o in outcomes],
+            [("ok", "a"), ("ok", "b"), ("ok", "c"), ("crashed", None)],
+        )
+        self.assertEqual(outcomes[3].error_type, "actordispatch.Overloaded")
+
+    def test_queue_time_not_counted(self) -> None:
+        """
+        A queued call's timeout starts when it is sent, not while it waits.
+        """
+        h = Harness(self, max_in_flight_per_connection=1)
+        h.register("a", timeout=10.0)
+        h.register("b", timeout=10.0)
+        result = h.fire(1)
+        h.clock.advance(8)
+        h.answer(0, "a")
+        h.clock.advance(8)
+        h.answer(1, "b")
+        self.assertTrue(self.successResultOf(result).ok)
+
+
+class CapTests(SynchronousTestCase):
+    def test_box_too_large(self) -> None:
+        """
+        A box over max_box_bytes drops the peer, and its handlers go.
+        """
+        h = Harness(self, max_box_bytes=10_000)
+        h.register()
+        h.call(Fire, event=json.dumps("z" * 20_000).encode())
+        self.assertTrue(h.server.broken)
+        self.assertTrue(h.closed)
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+    def test_too_many_keys(self) -> None:
+        """
+        A box with more than max_box_keys keys drops the peer.
+        """
+        h = Harness(self, max_box_keys=8)
+        box = amp.AmpBox({b"k%d" % i: b"v" for i in range(20)})
+        h.peer.transport.write(box.serialize())  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertTrue(h.server.broken)
+        self.assertTrue(h.closed)
+
+    def test_half_frame(self) -> None:
+        """
+        A frame left half-sent for frame_timeout seconds drops the peer.
+        """
+        h = Harness(self, frame_timeout=3.0)
+        h.peer.transport.write(b"\x00\x04_ask")  # type: ignore[union-attr]
+        h.pump.flush()
+        h.clock.advance(2.9)
+        self.assertFalse(h.server.broken)
+        h.clock.advance(0.2)
+        self.assertTrue(h.server.broken)
+
+    def test_answer_to_nothing(self) -> None:
+        """
+        An answer to a question never asked drops the peer.
+        """
+        h = Harness(self)
+        box = amp.AmpBox({b"_answer": b"99", b"value": b"1"})
+        h.peer.transport.write(box.serialize())  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertTrue(h.server.broken)
+
+    def test_connections_cap(self) -> None:
+        """
+        Beyond max_connections the factory builds no protocol (the connection
+        is refused).
+        """
+        h = Harness(self, max_connections=1)
+        self.assertIsNone(h.factory.buildProtocol(None))
+
+    def test_fires_cap(self) -> None:
+        """
+        Beyond max_fires_per_connection events in flight, Fire fails
+        OVERLOADED.
+        """
+        h = Harness(self, max_fires_per_connection=1)
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        first = h.call(Fire, event=b"1")
+        self.assertEqual(h.error(Fire, event=b"2"), b"OVERLOADED")
+        h.local.pending()[0].succeed(1)
+        h.pump.flush()
+        self.successResultOf(first)
+        h.local.answer = ok_local
+        self.assertTrue(h.result(Fire, event=b"3")["ok"])
+
+    def test_disconnect_all(self) -> None:
+        """
+        disconnect_all closes every connection and fires when they are gone.
+        """
+        h = Harness(self)
+        h.register()
+        d = h.factory.disconnect_all()
+        h.pump.flush()
+        self.successResultOf(d)
+        self.assertEqual(h.factory.connections, set())
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+
+class RemotePoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sent: list[tuple[dict[str, Any], Deferred[dict[str, Any]]]] = []
+        self.pool = RemotePool(
+            self, reactor=self.clock, name="amp:t", max_in_flight=1, max_queued=1
+        )
+
+    def callRemote(self, command: Any, **kw: Any) -> Deferred[dict[str, Any]]:
+        d: Deferred[dict[str, Any]] = Deferred()
+        self.sent.append((kw, d))
+        return d
+
+    def invocation(self, handler_id: int = 1) -> Invocation:
+        return Invocation(
+            handler_id, "external.conn1:h", "during", encode_event({"n": 1})
+        )
+
+    def test_interface(self) -> None:
+        """
+        RemotePool provides IHandlerPool; check_handler succeeds at once.
+        """
+        verifyObject(IHandlerPool, self.pool)
+        self.assertEqual(self.successResultOf(self.pool.check_handler("x:y")), 0)
+        self.assertIsNone(self.successResultOf(self.pool.start()))
+
+    def test_abort(self) -> None:
+        """
+        abort(): the call in flight ends "timeout" (Aborted), the queued one
+        "skipped"; the late answer is ignored.
+        """
+        running = self.pool.invoke(self.invocation(1))
+        queued = self.pool.invoke(self.invocation(2))
+        self.pool.abort("stopping")
+        first = self.successResultOf(running)
+        second = self.successResultOf(queued)
+        self.assertEqual(
+            (first.status, first.error_type), ("timeout", "actordispatch.Aborted")
+        )
+        self.assertEqual(second.status, "skipped")
+        self.sent[0][1].callback({"value": b"1"})
+        self.assertEqual(len(self.sent), 1)
+
+    def test_after_connection_lost(self) -> None:
+        """
+        Once the connection is lost, invocations end "crashed" at once.
+        """
+        running = self.pool.invoke(self.invocation(1))
+        self.pool.connection_lost("gone")
+        self.assertEqual(self.successResultOf(running).status, "crashed")
+        later = self.successResultOf(self.pool.invoke(self.invocation(2)))
+        self.assertEqual(later.status, "crashed")
+        self.assertEqual(later.error_message, "connection lost: gone")
+
+    def test_unknown_remote_error(self) -> None:
+        """
+        An AMP error other than HANDLER_ERROR (say, the peer does not know
+        Invoke) is an "error" outcome of type actordispatch.RemoteError.
+        """
+        running = self.pool.invoke(self.invocation(1))
+        self.sent[0][1].errback(amp.UnknownRemoteError("Unhandled Command: Invoke"))
+        outcome = self.successResultOf(running)
+        self.assertEqual(
+            (outcome.status, outcome.error_type), ("error", "actordispatch.RemoteError")
+        )
+
+
+class ListenTests(SynchronousTestCase):
+    def make(self) -> tuple[MemoryReactorClock, EventDispatcher]:
+        reactor = MemoryReactorClock()
+        dispatcher = EventDispatcher(("kind",), reactor=reactor, pool=FakePool())
+        return reactor, dispatcher
+
+    def test_refuses_all_interfaces(self) -> None:
+        """
+        Plaintext TCP on every interface is refused without insecure=True.
+        """
+        reactor, dispatcher = self.make()
+        failure = self.failureResultOf(listen(reactor, dispatcher, "tcp:0"))
+        self.assertIsInstance(failure.value, InsecureEndpointError)
+        self.assertIn("insecure=True", str(failure.value))
+
+    def test_insecure(self) -> None:
+        """
+        insecure=True allows it.
+        """
+        reactor, dispatcher = self.make()
+        listener = self.successResultOf(
+            listen(reactor, dispatcher, "tcp:0", insecure=True)
+        )
+        self.assertIsInstance(listener, AMPListener)
+        self.assertTrue(listener.factory.accepting)
+
+    def test_loopback_and_unix(self) -> None:
+        """
+        IPv6 loopback and UNIX sockets are allowed without insecure.
+        """
+        reactor, dispatcher = self.make()
+        listener = self.successResultOf(
+            listen(reactor, dispatcher, "tcp6:0:interface=\\:\\:1")
+        )
+        self.assertEqual(listener.getHost().host, "::1")
+        unix = self.successResultOf(
+            listen(reactor, dispatcher, "unix:/tmp/ad-test.sock", max_box_bytes=1000)
+        )
+        self.assertIsInstance(unix.getHost(), UNIXAddress)
+        self.assertEqual(unix.factory.max_box_bytes, 1000)
+        self.successResultOf(unix.stopListening())
+        self.assertFalse(unix.factory.accepting)
+
+
+def load_example() -> ModuleType:
+    """
+    docs/examples/external_handler.py, imported as a module.
+    """
+    path = Path(__file__).resolve().parents[1] / "docs/examples/external_handler.py"
+    spec = importlib.util.spec_from_file_location("docs_example_external", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def signature(command: type[amp.Command]) -> Any:
+    """
+    A command's wire signature: its name, each argument's and answer's name,
+    type name and optionality, and its error codes.
+    """
+
+    def fields(items: Any) -> list[tuple[bytes, str, bool]]:
+        return [(name, type(arg).__name__, arg.optional) for name, arg in items]
+
+    return (
+        command.commandName,
+        fields(command.arguments),
+        fields(command.response),
+        sorted(command.errors.values()),
+    )
+
+
+class ExampleTests(SynchronousTestCase):
+    def test_same_commands(self) -> None:
+        """
+        The example redefines every command exactly as the dispatcher defines
+        it: same names, arguments, answers and error codes.
+        """
+        example = load_example()
+        for ours in (Fire, RegisterHandler, UnregisterHandler, ListHandlers, Invoke):
+            theirs = getattr(example, ours.__name__)
+            self.assertEqual(signature(theirs), signature(ours), ours.__name__)
+
+    def test_example_serves(self) -> None:
+        """
+        The example's AMP protocol, connected in memory, registers with its
+        own command definitions and handles an event; a failing event comes
+        back as an "error" outcome with the exception's type and traceback.
+        """
+        example = load_example()
+        h = Harness(self)
+        peer, server, pump = connectedServerAndClient(
+            lambda: h.factory.buildProtocol(None),
+            lambda: example.ExternalProcess(h.clock, out=lambda line: None),
+        )
+        h.pump = pump
+        answer = h.result(
+            example.RegisterHandler,
+            peer=peer,
+            name="ext",
+            phase="during",
+            match=json.dumps({"kind": "x"}),
+        )
+        self.assertIsInstance(answer["handler_id"], int)
+        [outcome] = self.successResultOf(h.fire({"n": 1}, kind="x")).outcomes
+        self.assertEqual(outcome.status, "ok")
+        self.assertEqual(outcome.value["pid"], os.getpid())
+        self.assertEqual(outcome.value["event"], {"n": 1})
+        [failed] = self.successResultOf(h.fire({"fail": "nope"}, kind="x")).outcomes
+        self.assertEqual(
+            (failed.status, failed.error_type, failed.error_message),
+            ("error", "builtins.ValueError", "nope"),
+        )
+        self.assertIn("ValueError", failed.traceback or "")
+
+
+class TLSOptionsTests(SynchronousTestCase):
+    def test_config_keys(self) -> None:
+        """
+        A TLS configuration table with a missing or unknown key is refused,
+        naming the keys.
+        """
+        with self.assertRaises(ValueError) as raised:
+            TLSServerOptions.from_config({"certificate": "c.pem", "colour": "red"})
+        self.assertIn("colour", str(raised.exception))
+        self.assertIn("private_key", str(raised.exception))
+
+    def test_no_certificates(self) -> None:
+        """
+        PEM data without a certificate is refused when the TLS options are
+        built.
+        """
+        options = TLSServerOptions(b"nothing", b"key", b"nothing")
+        self.assertRaises(ValueError, options.certificate_options)
