@@ -15,6 +15,13 @@ from actordispatch._errors import (
     OverloadedError,
     ProtocolError,
 )
+from actordispatch._external import (
+    DispatcherAMPFactory,
+    InsecureEndpointError,
+    RemotePool,
+    TLSServerOptions,
+    listen,
+)
 from actordispatch._invocation import Invocation
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import HandlerInfo
@@ -26,6 +33,7 @@ __all__ = [
     "ActorDispatchError",
     "AmpoulePool",
     "DispatchResult",
+    "DispatcherAMPFactory",
     "DispatcherStats",
     "EventDispatcher",
     "EventEncodingError",
@@ -33,10 +41,14 @@ __all__ = [
     "HandlerImportError",
     "HandlerInfo",
     "HandlerOutcome",
+    "InsecureEndpointError",
     "Invocation",
     "NotRunningError",
     "OverloadedError",
     "ProtocolError",
+    "RemotePool",
     "SandboxProfile",
     "Status",
+    "TLSServerOptions",
+    "listen",
 ]

@@ -3,11 +3,15 @@ The C{actordispatch} command line.
 
     actordispatch demo     run the user-created scenario with real children
     actordispatch serve    run a dispatcher service from a TOML configuration
+    actordispatch fire     fire an event into a running service
+    actordispatch handlers list a running service's handlers
+    actordispatch bench    run the benchmark (source checkout)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -123,6 +127,153 @@ async def _serve(reactor: Any, config_path: str) -> int:
     return await finished
 
 
+def _parse_keywords(pairs: Sequence[str]) -> dict[str, Any]:
+    """
+    C{key=value} words to keywords; a value that parses as JSON is taken as
+    JSON (C{n=3}, C{flag=true}), anything else as a string.
+    """
+    keywords: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{pair!r} is not key=value")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if isinstance(value, (list, dict)):
+            raise ValueError(f"{key}: a keyword value must be a single value")
+        keywords[key] = value
+    return keywords
+
+
+def _table(rows: Sequence[Sequence[str]], out: Any) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(
+                cell.ljust(w) for cell, w in zip(row, widths, strict=True)
+            ).rstrip(),
+            file=out,
+        )
+
+
+async def _connect(reactor: Any, description: str) -> Any:
+    from twisted.internet.endpoints import clientFromString, connectProtocol
+    from twisted.protocols.amp import AMP
+
+    return await connectProtocol(clientFromString(reactor, description), AMP())
+
+
+async def _fire(reactor: Any, args: Any, out: Any) -> int:
+    from actordispatch._external import Fire
+
+    try:
+        keywords = _parse_keywords(args.keywords)
+        event = json.loads(args.event) if args.event is not None else {}
+    except ValueError as e:
+        print(f"actordispatch fire: {e}", file=sys.stderr)
+        return 2
+    try:
+        connection = await _connect(reactor, args.connect)
+    except Exception as e:
+        print(
+            f"actordispatch fire: cannot connect to {args.connect}: {e}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        answer = await connection.callRemote(
+            Fire,
+            event=json.dumps(event).encode("utf-8"),
+            keywords=json.dumps(keywords),
+        )
+    except Exception as e:
+        print(f"actordispatch fire: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        connection.transport.loseConnection()
+    outcomes = json.loads(answer["outcomes"])
+    if args.json:
+        print(
+            json.dumps({"ok": answer["ok"], "outcomes": outcomes}, indent=2), file=out
+        )
+    elif not outcomes:
+        print("no handler matched", file=out)
+    else:
+        rows = [["phase", "handler", "status", "pid", "ms", "value / error"]]
+        for o in outcomes:
+            detail = (
+                json.dumps(o.get("value"))
+                if o["status"] == "ok"
+                else f"{o.get('error_type')}: {o.get('error_message')}"
+            )
+            rows.append(
+                [
+                    o["phase"],
+                    f"{o['handler_id']} {o['handler']}",
+                    o["status"],
+                    str(o.get("pid")),
+                    f"{(o.get('duration') or 0) * 1000:.3f}",
+                    detail[:120],
+                ]
+            )
+        _table(rows, out)
+    return 0 if answer["ok"] else 1
+
+
+async def _handlers(reactor: Any, args: Any, out: Any) -> int:
+    from actordispatch._external import ListHandlers
+
+    try:
+        connection = await _connect(reactor, args.connect)
+    except Exception as e:
+        print(
+            f"actordispatch handlers: cannot connect to {args.connect}: {e}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        answer = await connection.callRemote(ListHandlers)
+    finally:
+        connection.transport.loseConnection()
+    handlers = json.loads(answer["handlers"])
+    if args.json:
+        print(json.dumps(handlers, indent=2), file=out)
+        return 0
+    rows = [["id", "handler", "phase", "pool", "match", "calls", "failures", "p50 ms"]]
+    for h in handlers:
+        p50 = h.get("p50")
+        rows.append(
+            [
+                str(h.get("handler_id")),
+                str(h.get("handler")),
+                str(h.get("phase")),
+                str(h.get("pool")),
+                json.dumps(h.get("match", {})),
+                str(h.get("calls", "")),
+                str(h.get("failures", "")),
+                "-" if p50 is None else f"{p50 * 1000:.3f}",
+            ]
+        )
+    _table(rows, out)
+    return 0
+
+
+def _bench(argv: Sequence[str]) -> int:
+    try:
+        from benchmarks import bench_dispatch
+    except ImportError:
+        print(
+            "actordispatch bench: the benchmarks live in the source checkout; run "
+            "it from there (python -m benchmarks.bench_dispatch)",
+            file=sys.stderr,
+        )
+        return 2
+    bench_dispatch.main(list(argv))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the C{actordispatch} command line; returns the exit code.
@@ -151,6 +302,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--config", "-c", required=True, help="the TOML configuration file"
     )
+    fire = commands.add_parser(
+        "fire",
+        help="fire an event into a running service and print the outcomes",
+        description="Connect to a service's AMP endpoint, fire EVENT (JSON) with the "
+        "given key=value match keywords, and print one outcome per handler. Exit "
+        "codes: 0 all ok, 1 some outcome failed, 2 usage or connection error.",
+    )
+    fire.add_argument(
+        "--connect", required=True, help="client endpoint, e.g. tcp:127.0.0.1:8750"
+    )
+    fire.add_argument("--event", help="the event as JSON (default: {})")
+    fire.add_argument("--json", action="store_true", help="print JSON, not a table")
+    fire.add_argument("keywords", nargs="*", metavar="key=value")
+    listing = commands.add_parser(
+        "handlers",
+        help="list a running service's handlers",
+        description="Connect to a service's AMP endpoint and list its handlers with "
+        "their pools, match specs, call and failure counts and latency.",
+    )
+    listing.add_argument("--connect", required=True, help="client endpoint")
+    listing.add_argument("--json", action="store_true", help="print JSON, not a table")
+    commands.add_parser(
+        "bench",
+        help="run the benchmark (from a source checkout)",
+        description="Run benchmarks/bench_dispatch.py; arguments after 'bench' go "
+        "to it.",
+        add_help=False,
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -164,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         async def go() -> None:
             if args.command == "serve":
                 code = await _serve(reactor, args.config)
+            elif args.command == "fire":
+                code = await _fire(reactor, args, sys.stdout)
+            elif args.command == "handlers":
+                code = await _handlers(reactor, args, sys.stdout)
             else:
                 code = await _demo(reactor, args.children, sys.stdout)
             if code:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -85,8 +85,10 @@ class DispatcherService(Service):
             for index, entry in enumerate(self.config.handlers)
         ]
         listening = [
-            self._listen(description, self._amp_factory())
-            for description in self.config.listen.get("endpoints", [])
+            self._listen_amp(description).addErrback(
+                self._named, f"listen.endpoints[{index}]"
+            )
+            for index, description in enumerate(self.config.listen.get("endpoints", []))
         ]
         if self.config.metrics_endpoint is not None:
             from actordispatch._metrics import metrics_site
@@ -105,10 +107,30 @@ class DispatcherService(Service):
         message = f"{self.config.source}: {key}: {failure.getErrorMessage()}"
         return Failure(ConfigError(message))
 
-    def _amp_factory(self) -> Any:
-        from actordispatch._external import DispatcherAMPFactory
+    def _listen_amp(self, description: str) -> Deferred[Any]:
+        # The AMP endpoint for external processes: plaintext only on loopback or
+        # a UNIX socket unless the configuration insists; TLS with client
+        # certificates from [listen.tls].
+        from actordispatch._external import listen
 
-        return DispatcherAMPFactory(self.dispatcher)
+        options = self.config.listen
+        extra = {}
+        if "max_in_flight_per_connection" in options:
+            extra["max_in_flight_per_connection"] = options[
+                "max_in_flight_per_connection"
+            ]
+        try:
+            d = listen(
+                self.reactor,
+                self.dispatcher,
+                description,
+                insecure=options.get("insecure", False),
+                tls=options.get("tls"),
+                **extra,
+            )
+        except Exception:
+            return fail(Failure())
+        return d.addCallback(self.ports.append)
 
     def _listen(self, description: str, factory: Any) -> Deferred[Any]:
         endpoint = serverFromString(self.reactor, description)

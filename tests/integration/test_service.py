@@ -7,6 +7,7 @@ metrics endpoint is scraped over loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, utils
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
@@ -211,3 +212,81 @@ class TwistTests(ServiceTestCase):
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: handlers[0].handler".encode(), collector.output)
         self.assertIn(b"no_such_module:handler", collector.output)
+
+
+class EndpointTests(ServiceTestCase):
+    @defer.inlineCallbacks
+    def test_fire_and_handlers_against_serve(self) -> Any:
+        """
+        `actordispatch fire` fires an event into a running service over its AMP
+        endpoint and prints each outcome (exit 0 when all are ok);
+        `actordispatch handlers --json` lists the handlers.
+        """
+        amp_port, metrics_port = free_port(), free_port()
+        path = self.write_config(
+            f"""
+[dispatcher]
+keywords = ["kind"]
+[pools.default]
+size = 1
+[[handlers]]
+handler = "tests.integration.handlers:echo"
+phase = "during"
+match = {{ kind = "greeting" }}
+[listen]
+endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
+[metrics]
+endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
+"""
+        )
+        cli = "import sys; from actordispatch._cli import main; sys.exit(main())"
+        server = self.spawn("-c", cli, "serve", "--config", path)
+        yield self.wait_for(server, b"dispatcher ready")
+        connect = f"tcp:127.0.0.1:{amp_port}"
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable,
+            [
+                "-c",
+                cli,
+                "fire",
+                "--connect",
+                connect,
+                "--event",
+                '{"hello": "world"}',
+                "kind=greeting",
+            ],
+            env=dict(os.environ),
+            path=str(ROOT),
+        )
+        self.assertEqual(code, 0, err.decode())
+        self.assertIn(b"tests.integration.handlers:echo", out)
+        self.assertIn(b'{"hello": "world"}', out)
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable,
+            ["-c", cli, "handlers", "--connect", connect, "--json"],
+            env=dict(os.environ),
+            path=str(ROOT),
+        )
+        self.assertEqual(code, 0, err.decode())
+        (listed,) = json.loads(out)
+        self.assertEqual(
+            (listed["handler"], listed["match"], listed["calls"]),
+            ("tests.integration.handlers:echo", {"kind": "greeting"}, 1),
+        )
+        self.transport.signalProcess("TERM")
+        self.assertEqual((yield server.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_plaintext_beyond_loopback_refused(self) -> Any:
+        """
+        A plaintext TCP endpoint on every interface is refused at start (exit
+        1), naming the file and the key, unless the configuration insists.
+        """
+        path = self.write_config(
+            f'[dispatcher]\nkeywords = ["kind"]\n[pools.default]\nsize = 1\n'
+            f'[listen]\nendpoints = ["tcp:{free_port()}"]\n'
+        )
+        collector = self.spawn("-m", "twisted", "actordispatch", "--config", path)
+        code = yield collector.ended
+        self.assertEqual(code, 1)
+        self.assertIn(f"{path}: listen.endpoints[0]".encode(), collector.output)
