@@ -793,10 +793,7 @@ class EventDispatcher:
                 )
                 return
             if registration is not None:
-                registration.durations.append(result.duration)
-                if result.status != "ok":
-                    registration.failures += 1
-                self._registry.settle(registration)
+                self._registry.settle(registration, result)
             if result.status != "ok":
                 _log.info(
                     "handler {handler_id} {handler} in phase {phase}: {status} "

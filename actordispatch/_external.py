@@ -614,15 +614,10 @@ class RemotePool:
         duration = response.get("duration")
         if not (isinstance(duration, float) and math.isfinite(duration)):
             duration = self._reactor.seconds() - call.sent
-        inv = call.invocation
         self._settle(
             call,
-            HandlerOutcome(
-                handler_id=inv.handler_id,
-                handler=inv.handler,
-                phase=inv.phase,
-                status="ok",
-                value=value,
+            call.invocation.ok(
+                value,
                 duration=max(0.0, duration),
                 pid=pid if isinstance(pid, int) else self.peer_pid,
             ),

@@ -4,6 +4,8 @@ One handler to run for one event: the unit of work a pool receives.
 
 from __future__ import annotations
 
+from typing import Any
+
 from attrs import frozen
 
 from actordispatch._result import HandlerOutcome, Status
@@ -24,6 +26,22 @@ class Invocation:
     phase: str
     event: bytes
     timeout: float | None = None
+
+    def ok(
+        self, value: Any, *, duration: float = 0.0, pid: int | None = None
+    ) -> HandlerOutcome:
+        """
+        The C{"ok"} outcome of this invocation, carrying the handler's C{value}.
+        """
+        return HandlerOutcome(
+            handler_id=self.handler_id,
+            handler=self.handler,
+            phase=self.phase,
+            status="ok",
+            value=value,
+            duration=duration,
+            pid=pid,
+        )
 
     def outcome(
         self,

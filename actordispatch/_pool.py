@@ -102,15 +102,7 @@ def _outcome_from_record(
     if not isinstance(duration, (int, float)):
         duration = 0.0
     if record.get("s") == "ok":
-        return HandlerOutcome(
-            handler_id=invocation.handler_id,
-            handler=invocation.handler,
-            phase=invocation.phase,
-            status="ok",
-            value=record.get("v"),
-            duration=float(duration),
-            pid=pid,
-        )
+        return invocation.ok(record.get("v"), duration=float(duration), pid=pid)
 
     def text(key: str) -> str | None:
         value = record.get(key)
@@ -281,21 +273,9 @@ class AmpoulePool:
         End everything at once: running invocations end C{"timeout"} (their
         children are killed), queued ones C{"skipped"}, checks fail.
         """
-        while self._queue:
-            item = self._queue.popleft()
-            if isinstance(item, _PendingCheck):
-                self._cancel(item.deadline)
-                item.done.errback(
-                    HandlerImportError(f"{message}: {item.name!r} was not checked")
-                )
-            else:
-                item.done.callback(
-                    item.invocation.outcome(
-                        "skipped",
-                        error_type="actordispatch.Aborted",
-                        error_message=f"{message} before this ran",
-                    )
-                )
+        self._drain_queue(
+            "skipped", "actordispatch.Aborted", message, f"{message} before this ran"
+        )
         for child in list(self._children.values()):
             work = child.work
             if isinstance(work, _Batch) and not work.settled:
@@ -430,10 +410,11 @@ class AmpoulePool:
             delay = min(10.0, 0.1 * 2 ** (self._boot_failures - 1))
             self._respawn = self.reactor.callLater(delay, self._respawn_now)
             if self._boot_failures >= self.max_boot_failures:
-                self._fail_queue(
+                message = (
                     f"children keep dying while booting ({self._boot_failures} in "
                     f"a row, last: {self._last_boot_error})"
                 )
+                self._drain_queue("crashed", "actordispatch.PoolDown", message, message)
             return
         for _ in range(missing):
             self._spawn()
@@ -444,19 +425,24 @@ class AmpoulePool:
             self._spawn()
             self._maintain()
 
-    def _fail_queue(self, message: str) -> None:
+    def _drain_queue(
+        self, status: Status, error_type: str, message: str, outcome_message: str
+    ) -> None:
+        """
+        End everything queued: invocations with C{status}, checks with a
+        L{HandlerImportError}.
+        """
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, _PendingCheck):
+                self._cancel(item.deadline)
                 item.done.errback(
                     HandlerImportError(f"{message}: {item.name!r} was not checked")
                 )
             else:
                 item.done.callback(
                     item.invocation.outcome(
-                        "crashed",
-                        error_type="actordispatch.PoolDown",
-                        error_message=message,
+                        status, error_type=error_type, error_message=outcome_message
                     )
                 )
 

@@ -21,6 +21,7 @@ from attrs import define, field, frozen
 
 from actordispatch._commands import HANDLER_NAME
 from actordispatch._match import MatchSpec, RoutingIndex
+from actordispatch._result import HandlerOutcome
 
 
 @define(eq=False)
@@ -193,11 +194,15 @@ class HandlerRegistry:
             planned.append(chosen)
         return planned
 
-    def settle(self, registration: Registration) -> None:
+    def settle(self, registration: Registration, outcome: HandlerOutcome) -> None:
         """
         Record that one reserved invocation of C{registration} has its final
-        outcome; forget the handler once all of its C{max_calls} have settled.
+        C{outcome} (for its counts and latency); forget the handler once all of
+        its C{max_calls} have settled.
         """
+        registration.durations.append(outcome.duration)
+        if outcome.status != "ok":
+            registration.failures += 1
         registration.settled += 1
         if (
             registration.max_calls is not None

@@ -44,18 +44,7 @@ class FakeCall:
         """
         Answer with an C{"ok"} outcome carrying C{value}.
         """
-        inv = self.invocation
-        self._done.callback(
-            HandlerOutcome(
-                handler_id=inv.handler_id,
-                handler=inv.handler,
-                phase=inv.phase,
-                status="ok",
-                value=value,
-                duration=duration,
-                pid=pid,
-            )
-        )
+        self._done.callback(self.invocation.ok(value, duration=duration, pid=pid))
 
     def fail(
         self,

@@ -14,9 +14,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from actordispatch._match import MatchSpec
 from actordispatch._registry import HandlerRegistry, Registration, handler_name
+from actordispatch._result import HandlerOutcome
 from tests import helpers
 
 PHASES = ("before", "during", "after")
+
+
+#: An outcome to settle reservations with (the registry only counts it).
+OK = HandlerOutcome(handler_id=0, handler="a.b:c", phase="during", status="ok")
 
 
 def module_handler(event: Any) -> None:
@@ -216,10 +221,10 @@ class MaxCallsTests(SynchronousTestCase):
         limited = registry.add(max_calls=2)
         registry.registry.plan({})
         registry.registry.plan({})
-        registry.registry.settle(limited)
+        registry.registry.settle(limited, OK)
         self.assertIn(limited.handler_id, registry.registry)
         self.assertFalse(limited.removed)
-        registry.registry.settle(limited)
+        registry.registry.settle(limited, OK)
         self.assertNotIn(limited.handler_id, registry.registry)
         self.assertTrue(limited.removed)
         self.assertRaises(KeyError, registry.registry.remove, limited.handler_id)
@@ -232,7 +237,7 @@ class MaxCallsTests(SynchronousTestCase):
         forever = registry.add()
         for _ in range(10):
             registry.registry.plan({})
-            registry.registry.settle(forever)
+            registry.registry.settle(forever, OK)
         self.assertIn(forever.handler_id, registry.registry)
         self.assertEqual([len(p) for p in registry.registry.plan({})], [0, 1, 0])
 
@@ -250,8 +255,8 @@ class MaxCallsTests(SynchronousTestCase):
         self.assertFalse(limited.exhausted)
         self.assertEqual(registry.registry.plan({}), [[], [limited], []])
         self.assertEqual(registry.registry.plan({}), [[], [], []])
-        registry.registry.settle(limited)
-        registry.registry.settle(limited)
+        registry.registry.settle(limited, OK)
+        registry.registry.settle(limited, OK)
         self.assertNotIn(limited.handler_id, registry.registry)
 
     def test_release_not_exhausted(self) -> None:
@@ -287,7 +292,7 @@ class MaxCallsTests(SynchronousTestCase):
         limited = registry.add(max_calls=1)
         registry.registry.plan({})
         registry.registry.remove(limited.handler_id)
-        registry.registry.settle(limited)
+        registry.registry.settle(limited, OK)
         self.assertEqual(len(registry.registry), 0)
 
 
