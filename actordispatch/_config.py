@@ -68,6 +68,7 @@ _DISPATCHER_KEYS: dict[str, type | tuple[type, ...]] = {
     "on_overload": str,
     "drain_timeout": (int, float),
     "skip_after_failure": bool,
+    "trace": bool,
     "max_event_size": int,
 }
 _POOL_KEYS: dict[str, type | tuple[type, ...]] = {

@@ -848,3 +848,35 @@ class IntrospectionTests(SynchronousTestCase):
         self.assertEqual(info.p99, 0.09)
         self.successResultOf(dispatcher.remove_event_handler(hid))
         self.assertEqual(dispatcher.handlers(), [])
+
+
+class TraceTests(SynchronousTestCase):
+    def test_trace_events(self) -> None:
+        """
+        With trace=True, structured log events record an event's acceptance,
+        each phase's start and end, and each handler's outcome, with their
+        fields; without it, none are emitted.
+        """
+        from twisted.logger import globalLogPublisher
+
+        seen: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        for trace in (False, True):
+            del seen[:]
+            dispatcher, pool = make(FakePool(answer=ok_all), trace=trace)
+            dispatcher.start()
+            self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+            self.successResultOf(dispatcher.fire_event({}, user="bob"))
+            traced = [
+                e for e in seen if e.get("log_format", "").startswith("event {event}")
+            ]
+            if not trace:
+                self.assertEqual(traced, [])
+                continue
+            self.assertEqual(len(traced), 4)
+            accepted, started, outcome, done = traced
+            self.assertEqual(accepted["keywords"], {"user": "bob"})
+            self.assertEqual((started["phase"], started["count"]), ("during", 1))
+            self.assertEqual((outcome["handler_id"], outcome["status"]), (1, "ok"))
+            self.assertEqual((done["ok"], done["total"]), (1, 1))
