@@ -542,10 +542,14 @@ class EventDispatcher:
         if timeout is not None:
             drain_call = self._reactor.callLater(timeout, self._abort_drain, timeout)
 
-        def stop_pool(_: object) -> Deferred[Any]:
+        def stop_pool(_: object) -> Deferred[None]:
             names, self._pools_started = self._pools_started, set()
-            stopping = [self._pools[n].stop() for n in names if n in self._pools]
-            return DeferredList(stopping, consumeErrors=True)
+            stopping = [
+                self._pools[n].stop().addErrback(self._pool_stop_failed, n)
+                for n in names
+                if n in self._pools
+            ]
+            return DeferredList(stopping).addCallback(lambda _: None)
 
         def stopped(result: object) -> object:
             if drain_call is not None and drain_call.active():
@@ -561,6 +565,9 @@ class EventDispatcher:
         done.addCallback(stop_pool).addBoth(stopped)
         self._maybe_drained()
         return done
+
+    def _pool_stop_failed(self, reason: Failure, name: str) -> None:
+        _log.failure("pool {pool} failed to stop", reason, pool=name)
 
     def _abort_drain(self, timeout: float) -> None:
         _log.warn(
