@@ -5,6 +5,7 @@ processes of an ampoule pool, over AMP.
     >>> from actordispatch import EventDispatcher
 """
 
+from actordispatch._config import ConfigError, load_config, parse_config
 from actordispatch._dispatcher import DispatcherStats, EventDispatcher
 from actordispatch._errors import (
     ActorDispatchError,
@@ -27,13 +28,16 @@ from actordispatch._pool import AmpoulePool
 from actordispatch._registry import HandlerInfo
 from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
 from actordispatch._sandbox import SandboxProfile
+from actordispatch._service import DispatcherService
 
 __all__ = [
     "STATUSES",
     "ActorDispatchError",
     "AmpoulePool",
+    "ConfigError",
     "DispatchResult",
     "DispatcherAMPFactory",
+    "DispatcherService",
     "DispatcherStats",
     "EventDispatcher",
     "EventEncodingError",
@@ -51,4 +55,6 @@ __all__ = [
     "Status",
     "TLSServerOptions",
     "listen",
+    "load_config",
+    "parse_config",
 ]

@@ -1,5 +1,5 @@
 """
-The C{actordispatch} command line.
+The C{actordispatch} command line::
 
     actordispatch demo     run the user-created scenario with real children
     actordispatch serve    run a dispatcher service from a TOML configuration

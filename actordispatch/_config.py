@@ -50,6 +50,7 @@ from attrs import field, frozen
 
 from actordispatch._commands import HANDLER_NAME
 from actordispatch._errors import ActorDispatchError
+from actordispatch._sandbox import SandboxProfile
 
 
 class ConfigError(ActorDispatchError, ValueError):
@@ -236,6 +237,11 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
                 fail(
                     f"pools.{name}.child_env.{key}", f"must be a string, not {value!r}"
                 )
+        if "sandbox" in pool:
+            try:
+                SandboxProfile(**pool["sandbox"])
+            except (TypeError, ValueError) as e:
+                fail(f"pools.{name}.sandbox", str(e))
 
     handlers_list = data.get("handlers", [])
     if not isinstance(handlers_list, list):

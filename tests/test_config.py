@@ -171,6 +171,14 @@ class BadConfigTests(SynchronousTestCase):
             ),
             (head + '[listen]\nendpoints = ["nonsense"]\n', ("listen.endpoints[0]",)),
             (head + "[metrics]\nendpoint = 5\n", ("metrics.endpoint",)),
+            (
+                head + "[pools.default.sandbox]\naddress_space = -1\n",
+                ("pools.default.sandbox", "address_space"),
+            ),
+            (
+                head + "[pools.default.sandbox]\nno_such_layer = true\n",
+                ("pools.default.sandbox", "no_such_layer"),
+            ),
         ]
         for text, fragments in cases:
             self.assertRefused(text, *fragments)
