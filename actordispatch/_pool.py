@@ -277,17 +277,9 @@ class AmpoulePool:
             "skipped", "actordispatch.Aborted", message, f"{message} before this ran"
         )
         for child in list(self._children.values()):
-            work = child.work
-            if isinstance(work, _Batch) and not work.settled:
-                view = child.read_spool(work.seq, self.max_reply_size)
-                self._settle_from_spool(
-                    work,
-                    view,
-                    "timeout",
-                    "actordispatch.Aborted",
-                    message,
-                    requeue=False,
-                )
+            if self._settle_running(
+                child, "timeout", "actordispatch.Aborted", message, requeue=False
+            ):
                 self._kill(child)
 
     # --- children ------------------------------------------------------------------
@@ -367,19 +359,16 @@ class AmpoulePool:
                 how=ended.describe(),
                 count=self._boot_failures,
             )
-        work, child.work = child.work, None
-        if isinstance(work, _Batch) and not work.settled:
-            view = child.read_spool(work.seq, self.max_reply_size)
-            self._settle_from_spool(
-                work,
-                view,
-                "crashed",
-                "actordispatch.ChildCrashed",
-                f"the child process ended ({ended.describe()}) while running this "
-                "handler",
-                strike=True,
-            )
-        elif isinstance(work, _PendingCheck):
+        work = child.work
+        self._settle_running(
+            child,
+            "crashed",
+            "actordispatch.ChildCrashed",
+            f"the child process ended ({ended.describe()}) while running this handler",
+            strike=True,
+        )
+        child.work = None
+        if isinstance(work, _PendingCheck):
             self._cancel(work.deadline)
             if not work.done.called:
                 self._quarantine.strike(work.name)
@@ -479,19 +468,39 @@ class AmpoulePool:
         self._maintain()
 
     def _protocol_error(self, child: Child, message: str) -> None:
-        work = child.work
-        if isinstance(work, _Batch) and not work.settled:
-            view = child.read_spool(work.seq, self.max_reply_size)
-            self._settle_from_spool(
-                work,
-                view,
-                "crashed",
-                "actordispatch.ProtocolError",
-                f"protocol error from the child: {message}",
-                strike=True,
-            )
-        child.state = "busy" if child.state == "idle" else child.state
+        self._settle_running(
+            child,
+            "crashed",
+            "actordispatch.ProtocolError",
+            f"protocol error from the child: {message}",
+            strike=True,
+        )
         self._kill_now(child)
+
+    def _settle_running(
+        self,
+        child: Child,
+        status: Status,
+        error_type: str,
+        message: str,
+        *,
+        strike: bool = False,
+        requeue: bool = True,
+    ) -> bool:
+        """
+        If C{child} is running a batch that has no outcomes yet, settle it from
+        the child's spool (see L{_settle_from_spool}).
+
+        @return: whether there was such a batch.
+        """
+        work = child.work
+        if not isinstance(work, _Batch) or work.settled:
+            return False
+        view = child.read_spool(work.seq, self.max_reply_size)
+        self._settle_from_spool(
+            work, view, status, error_type, message, strike=strike, requeue=requeue
+        )
+        return True
 
     def _kill_now(self, child: Child) -> None:
         if child in self._idle:
