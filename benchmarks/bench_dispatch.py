@@ -244,16 +244,17 @@ def _check_naive(answer: Mapping[str, bytes]) -> None:
         raise AssertionError(f"unexpected answer {answer!r}")
 
 
-async def start_dispatcher(max_in_flight: int) -> Any:
+async def start_dispatcher(max_in_flight: int, children: int = CHILDREN) -> Any:
     """
-    A started dispatcher with one phase and one handler matching C{event_type="x"}.
+    A started dispatcher of C{children} children with one phase and one
+    handler matching C{event_type="x"}.
     """
     from actordispatch import EventDispatcher
 
     dispatcher = EventDispatcher(
         allowed_match_spec_keywords=("event_type",),
         phases=("during",),
-        pool_size=CHILDREN,
+        pool_size=children,
         max_in_flight=max_in_flight,
     )
     await dispatcher.start()
@@ -270,11 +271,12 @@ def dispatcher_call(dispatcher: Any) -> Callable[[int], Deferred[Any]]:
     return lambda i: dispatcher.fire_event({"n": i}, event_type="x")
 
 
-def start_naive_pool() -> Any:
+def start_naive_pool(children: int = CHILDREN, child: type = NoopChild) -> Any:
     """
-    The naive baseline: an ampoule pool of L{NoopChild}, never recycled, whose
-    children start exactly as the dispatcher's do (same bootstrap, environment
-    and child reactor), so that only the per-event design differs.
+    The naive baseline: an ampoule pool of C{children} L{NoopChild}ren (or of
+    another C{child} class), never recycled, whose children start exactly as
+    the dispatcher's do (same bootstrap, environment and child reactor), so
+    that only the per-event design differs.
     """
     from ampoule.main import ProcessStarter
     from ampoule.pool import ProcessPool
@@ -288,9 +290,9 @@ def start_naive_pool() -> Any:
         childReactor="poll",
     )
     pool = ProcessPool(
-        ampChild=NoopChild,
-        min=CHILDREN,
-        max=CHILDREN,
+        ampChild=child,
+        min=children,
+        max=children,
         maxIdle=3600,
         recycleAfter=0,
         starter=starter,
