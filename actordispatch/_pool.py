@@ -334,7 +334,10 @@ class AmpoulePool:
         self._pump()
 
     def _boot_failed(self, reason: Failure, child: Child) -> None:
-        # The child died (or broke the protocol) before answering: _ended counts it.
+        # The child died (or broke the protocol) before answering: _ended counts
+        # it as a boot failure, so do not mark it dying here first.
+        if isinstance(reason.value, ChildEndedError):
+            return
         if child.state == "booting":
             self._kill(child)
 
