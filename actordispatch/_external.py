@@ -58,7 +58,6 @@ from zope.interface import implementer
 from actordispatch._codec import (
     decode_result,
     encode_event,
-    encode_value,
 )
 from actordispatch._commands import AMP_MAX_VALUE, ChunkedBytes
 from actordispatch._dispatcher import RESERVED_KEYWORDS
@@ -71,6 +70,7 @@ from actordispatch._errors import (
 )
 from actordispatch._guarded import GuardedAMP
 from actordispatch._invocation import Invocation
+from actordispatch._outcome_json import encode_items, outcome_to_json
 from actordispatch._result import DispatchResult, HandlerOutcome
 from actordispatch.interfaces import IHandlerPool
 
@@ -269,47 +269,8 @@ def _json_object(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _encode_items(items: list[dict[str, Any]], fragile: str) -> bytes:
-    """
-    A JSON array of C{items} for a peer: plain values as themselves, C{bytes}
-    (and dicts with keys that are not strings) as the codec's tagged objects.
-    An item whose C{fragile} entry the codec cannot carry gets its C{repr}
-    there instead: one odd value must not cost the others theirs.
-    """
-    try:
-        return encode_value(items, what=fragile).encode("utf-8")
-    except EventEncodingError:
-        pass
-    parts = []
-    for item in items:
-        try:
-            parts.append(encode_value(item, what=fragile))
-        except EventEncodingError:
-            safe = dict(item, **{fragile: repr(item[fragile])})
-            parts.append(encode_value(safe, what=fragile))
-    return ("[" + ",".join(parts) + "]").encode("utf-8")
-
-
-def outcome_to_json(outcome: HandlerOutcome) -> dict[str, Any]:
-    """
-    The JSON object of one outcome, as L{Fire} answers it.
-    """
-    return {
-        "handler_id": outcome.handler_id,
-        "handler": outcome.handler,
-        "phase": outcome.phase,
-        "status": outcome.status,
-        "value": outcome.value,
-        "error_type": outcome.error_type,
-        "error_message": outcome.error_message,
-        "traceback": outcome.traceback,
-        "duration": outcome.duration,
-        "pid": outcome.pid,
-    }
-
-
 def _encode_outcomes(result: DispatchResult) -> bytes:
-    return _encode_items([outcome_to_json(o) for o in result.outcomes], "value")
+    return encode_items([outcome_to_json(o) for o in result.outcomes], "value")
 
 
 # --- the pool of one connection ----------------------------------------------------
@@ -1074,7 +1035,7 @@ class DispatcherAMP(GuardedAMP):
             }
             for info in self.dispatcher.handlers()
         ]
-        return {"handlers": _encode_items(listing, "match")}
+        return {"handlers": encode_items(listing, "match")}
 
 
 class DispatcherAMPFactory(ServerFactory):
