@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -25,6 +25,7 @@ from zope.interface import implementer
 from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, encode_event
 from actordispatch._errors import (
     ActorDispatchError,
+    BrokerUnavailableError,
     HandlerImportError,
     NotRunningError,
     OverloadedError,
@@ -40,7 +41,12 @@ from actordispatch._registry import (
 )
 from actordispatch._result import DispatchResult, HandlerOutcome
 from actordispatch._sandbox import SandboxProfile
-from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
+from actordispatch.interfaces import (
+    IBackgroundUtility,
+    IEventDispatcher,
+    IHandlerPool,
+    IRoutedPool,
+)
 
 _log = Logger()
 
@@ -95,6 +101,7 @@ class _Delivery:
     """
 
     event: bytes
+    keywords: Mapping[str, Hashable]
     order_key: Hashable
     plan: list[list[Registration]]
     done: Deferred[DispatchResult]
@@ -235,9 +242,9 @@ class EventDispatcher:
             sandbox=sandbox or SandboxProfile(),
             reactor=reactor,
         )
-        self._registry = HandlerRegistry(self.phases)
+        self._registry = HandlerRegistry(self.phases, on_removed=self._unbind)
         self._checking: dict[int, Registration] = {}
-        self._checks_pending: set[Deferred[int]] = set()
+        self._checks_pending: set[Deferred[Any]] = set()
         self._running = False
         self._stopping: Deferred[None] | None = None
         self._mailbox: deque[_Delivery] = deque()
@@ -357,17 +364,22 @@ class EventDispatcher:
         if pool not in self._pools:
             raise ValueError(f"unknown pool {pool!r}; pools are {sorted(self._pools)}")
         name = handler_name(handler)
+        spec = MatchSpec.from_keywords(match_spec)
+        target = self._pools[pool]
+        routed = IRoutedPool.providedBy(target)
+        if routed:
+            cast(IRoutedPool, target).check_spec(phase, spec)
         registration = Registration(
             handler_id=self._registry.new_id(),
             handler=name,
             phase=phase,
-            spec=MatchSpec.from_keywords(match_spec),
+            spec=spec,
             max_calls=max_calls,
             timeout=None if timeout is None else float(timeout),
             retries=retries,
             pool=pool,
         )
-        if not isinstance(handler, str):
+        if not isinstance(handler, str) and not routed:
             self._register(registration)
             _log.info(
                 "handler {handler_id} {handler} added to phase {phase}",
@@ -381,21 +393,36 @@ class EventDispatcher:
     def _check_then_register(self, registration: Registration) -> Deferred[int]:
         self._ensure_pool(registration.pool)
         self._checking[registration.handler_id] = registration
-        check = self._pools[registration.pool].check_handler(registration.handler)
+        pool = self._pools[registration.pool]
+        check: Deferred[Any]
+        if IRoutedPool.providedBy(pool):
+            check = cast(IRoutedPool, pool).bind(
+                registration.handler_id,
+                registration.handler,
+                registration.phase,
+                registration.spec,
+            )
+        else:
+            check = pool.check_handler(registration.handler)
         self._checks_pending.add(check)
 
         def checked(result: object) -> int:
             self._checks_pending.discard(check)
             still_wanted = self._checking.pop(registration.handler_id, None)
             if isinstance(result, Failure):
-                if isinstance(result.value, HandlerImportError):
+                if isinstance(
+                    result.value,
+                    (HandlerImportError, BrokerUnavailableError, ValueError),
+                ):
                     _log.warn("{error}", error=result.value)
                     raise result.value
                 raise HandlerImportError(
                     f"could not check handler {registration.handler!r}: "
                     f"{result.getErrorMessage()}"
                 )
-            if still_wanted is not None:
+            if still_wanted is None:
+                self._unbind(registration)  # removed while it was being checked
+            else:
                 self._register(registration)
                 _log.info(
                     "handler {handler_id} {handler} added to phase {phase}",
@@ -415,6 +442,13 @@ class EventDispatcher:
         warm = getattr(self._pools[registration.pool], "warm", None)
         if callable(warm):
             warm(registration.handler)
+
+    def _unbind(self, registration: Registration) -> None:
+        # Routed pools learn of every removal: by the user, by max_calls, with
+        # the pool, or while the registration was still being bound.
+        pool = self._pools.get(registration.pool)
+        if IRoutedPool.providedBy(pool):
+            cast(IRoutedPool, pool).unbind(registration.handler_id)
 
     def remove_event_handler(self, handler_id: int) -> Deferred[None]:
         """
@@ -473,10 +507,11 @@ class EventDispatcher:
         """
         if name == "default":
             raise ValueError("the default pool cannot be removed")
-        pool = self._pools.pop(name)
+        pool = self._pools[name]
         for registration in self._registry.registrations():
             if registration.pool == name:
                 self._registry.remove(registration.handler_id)
+        del self._pools[name]
         for handler_id, registration in list(self._checking.items()):
             if registration.pool == name:
                 del self._checking[handler_id]
@@ -686,6 +721,7 @@ class EventDispatcher:
     ) -> Deferred[DispatchResult]:
         delivery = _Delivery(
             event=data,
+            keywords=keywords,
             order_key=keywords.get(self._order_by) if self._order_by else None,
             plan=self._registry.plan(keywords),
             done=Deferred(),
@@ -761,6 +797,7 @@ class EventDispatcher:
                 phase=phase,
                 event=delivery.event,
                 timeout=registration.timeout,
+                keywords=delivery.keywords,
             )
             if registration.removed or skip:
                 if not registration.removed:

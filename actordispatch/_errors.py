@@ -99,3 +99,11 @@ class OverloadedError(ActorDispatchError):
     """
     The dispatcher's queue is full: the event was not accepted.
     """
+
+
+class BrokerUnavailableError(ActorDispatchError):
+    """
+    The message broker of an AMQP pool cannot be reached (or the connection to
+    it was lost): nothing was sent.  The pool keeps reconnecting in the
+    background.
+    """

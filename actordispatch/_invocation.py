@@ -4,11 +4,15 @@ One handler to run for one event: the unit of work a pool receives.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from actordispatch._result import HandlerOutcome, Status
+
+_NO_KEYWORDS: Mapping[str, Hashable] = MappingProxyType({})
 
 
 @frozen
@@ -19,6 +23,9 @@ class Invocation:
     @ivar event: the event, already encoded (once per event, shared by all of its
         invocations).
     @ivar timeout: seconds the handler may run, or C{None} for the pool's default.
+    @ivar keywords: the keywords the event was fired with (shared by all of its
+        invocations; pools that route by them, such as the AMQP pool, read
+        them).
     """
 
     handler_id: int
@@ -26,6 +33,7 @@ class Invocation:
     phase: str
     event: bytes
     timeout: float | None = None
+    keywords: Mapping[str, Hashable] = field(default=_NO_KEYWORDS, eq=False)
 
     def ok(
         self, value: Any, *, duration: float = 0.0, pid: int | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from attrs import define, field, frozen
@@ -122,6 +122,8 @@ class HandlerRegistry:
     """
 
     phases: tuple[str, ...]
+    #: called with each registration as it is removed, however it is removed
+    on_removed: Callable[[Registration], None] | None = None
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
     _by_id: dict[int, Registration] = field(factory=dict)
     _indexes: dict[str, RoutingIndex] = field(init=False)
@@ -162,6 +164,8 @@ class HandlerRegistry:
             raise KeyError(f"no handler with id {handler_id!r}") from None
         registration.removed = True
         self._indexes[registration.phase].discard(handler_id, registration.spec)
+        if self.on_removed is not None:
+            self.on_removed(registration)
         return registration
 
     def registrations(self) -> Sequence[Registration]:

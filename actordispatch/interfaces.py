@@ -126,3 +126,35 @@ class IHandlerPool(Interface):
         @return: a Deferred that always fires (never fails) with its
             C{HandlerOutcome}.
         """
+
+
+class IRoutedPool(IHandlerPool):
+    """
+    A pool that routes by match spec itself (through a broker's exchange), so
+    the dispatcher tells it each registration's spec: it binds a handler before
+    the handler goes live, and unbinds it when it is removed.  The dispatcher
+    stays the authority on who matches: a routed pool runs only the
+    invocations it is given.
+    """
+
+    def check_spec(phase: str, spec: Any) -> None:
+        """
+        Check that a registration with this phase and C{MatchSpec} can be
+        routed by this pool.
+
+        @raise ValueError: naming what cannot be routed.
+        """
+
+    def bind(handler_id: int, handler: str, phase: str, spec: Any) -> Deferred[None]:
+        """
+        Route C{phase}'s events matching C{spec} to C{handler} (registration
+        C{handler_id}).
+
+        @return: a Deferred firing once the route is in place, or failing (the
+            registration is then refused).
+        """
+
+    def unbind(handler_id: int) -> None:
+        """
+        Remove the route of a registration that is gone.
+        """
