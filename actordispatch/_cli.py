@@ -5,6 +5,7 @@ The C{actordispatch} command line::
     actordispatch serve    run a dispatcher service from a TOML configuration
     actordispatch fire     fire an event into a running service
     actordispatch handlers list a running service's handlers
+    actordispatch worker   serve handlers from a RabbitMQ broker in local children
     actordispatch bench    run the benchmark (source checkout)
 """
 
@@ -78,7 +79,7 @@ async def _demo(reactor: Any, pool_size: int, out: Any) -> int:
         await dispatcher.stop()
 
 
-async def _serve(reactor: Any, config_path: str) -> int:
+def _log_to_stderr() -> None:
     from twisted.logger import (
         FilteringLogObserver,
         LogLevel,
@@ -87,14 +88,6 @@ async def _serve(reactor: Any, config_path: str) -> int:
         textFileLogObserver,
     )
 
-    from actordispatch._config import ConfigError, load_config
-    from actordispatch._service import DispatcherService
-
-    try:
-        config = load_config(config_path)
-    except ConfigError as e:
-        print(f"actordispatch serve: {e}", file=sys.stderr)
-        return 2
     globalLogBeginner.beginLoggingTo(
         [
             FilteringLogObserver(
@@ -104,6 +97,18 @@ async def _serve(reactor: Any, config_path: str) -> int:
         ],
         redirectStandardIO=False,
     )
+
+
+async def _serve(reactor: Any, config_path: str) -> int:
+    from actordispatch._config import ConfigError, load_config
+    from actordispatch._service import DispatcherService
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(f"actordispatch serve: {e}", file=sys.stderr)
+        return 2
+    _log_to_stderr()
     service = DispatcherService(config, reactor=reactor)
     finished: Deferred[int] = Deferred()
 
@@ -124,6 +129,77 @@ async def _serve(reactor: Any, config_path: str) -> int:
     service.ready.addErrback(failed)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     service.startService()
+    return await finished
+
+
+#: The environment variable the worker reads its broker URL from, when it is not
+#: given with --amqp (a password on a command line is visible to every user).
+AMQP_URL_VARIABLE = "ACTORDISPATCH_AMQP_URL"
+
+
+async def _worker(reactor: Any, args: Any) -> int:
+    import os
+
+    from actordispatch._amqp_link import ClientTLS
+    from actordispatch._amqp_worker import WorkerHost
+    from actordispatch._pool import AmpoulePool
+
+    url = args.amqp or os.environ.get(AMQP_URL_VARIABLE)
+    if not url:
+        print(
+            f"actordispatch worker: give the broker with --amqp URL or in "
+            f"${AMQP_URL_VARIABLE}",
+            file=sys.stderr,
+        )
+        return 2
+    handlers = [name for item in args.handlers for name in item.split(",") if name]
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = ClientTLS(
+            ca=args.tls_ca,
+            certificate=args.tls_cert,
+            key=args.tls_key,
+            hostname=args.tls_hostname,
+        )
+    try:
+        worker = WorkerHost(
+            url,
+            handlers,
+            pool=AmpoulePool(size=args.children, reactor=reactor),
+            namespace=args.namespace,
+            prefetch=args.prefetch,
+            tls=tls,
+            name=args.name,
+            reactor=reactor,
+        )
+    except (ValueError, OSError) as e:
+        print(f"actordispatch worker: {e}", file=sys.stderr)
+        return 2
+    _log_to_stderr()
+    finished: Deferred[int] = Deferred()
+    stopping: list[Deferred[None]] = []
+
+    def end(code: int) -> Deferred[None]:
+        if not stopping:
+            stopping.append(worker.stop())
+
+            def ended(_: object) -> None:
+                if not finished.called:
+                    finished.callback(code)
+
+            stopping[0].addBoth(ended)
+        return stopping[0]
+
+    def stop() -> Deferred[None]:
+        # SIGTERM/SIGINT: finish and answer what was taken, then let react() end.
+        return end(0)
+
+    def failed(failure: Any) -> None:
+        print(f"actordispatch worker: {failure.getErrorMessage()}", file=sys.stderr)
+        end(1)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    worker.start().addErrback(failed)
     return await finished
 
 
@@ -323,6 +399,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     listing.add_argument("--connect", required=True, help="client endpoint")
     listing.add_argument("--json", action="store_true", help="print JSON, not a table")
+    worker = commands.add_parser(
+        "worker",
+        help="serve handlers from a RabbitMQ broker in local children",
+        description="Consume the queues of the given handlers on a RabbitMQ broker "
+        "(the work of dispatchers whose AMQP pool uses the same namespace), run each "
+        "invocation in a local child, reply with its outcome, then acknowledge. "
+        "Runs until SIGTERM or SIGINT, then finishes and answers what it took. Exit "
+        "codes: 0 stopped cleanly, 1 a handler cannot be imported, 2 usage error.",
+    )
+    worker.add_argument(
+        "--amqp",
+        metavar="URL",
+        help=f"the broker, amqp://user:password@host:5672/vhost or amqps://... "
+        f"(default: ${AMQP_URL_VARIABLE}, which keeps a password off the command "
+        "line)",
+    )
+    worker.add_argument(
+        "--handlers",
+        required=True,
+        nargs="+",
+        metavar="NAME",
+        help="handlers to serve, 'package.module:attr' (several, or comma-separated)",
+    )
+    worker.add_argument(
+        "--children", type=int, default=2, help="local children (default 2)"
+    )
+    worker.add_argument(
+        "--prefetch",
+        type=int,
+        help="messages taken before acknowledging any (default: 2 per child)",
+    )
+    worker.add_argument(
+        "--namespace",
+        default="actordispatch",
+        help="the dispatchers' namespace (default actordispatch)",
+    )
+    worker.add_argument("--name", help="this host's name in replies (hostname:pid)")
+    worker.add_argument("--tls-ca", help="PEM file of the CAs to trust (amqps)")
+    worker.add_argument(
+        "--tls-cert",
+        help="PEM client certificate (with no user in the URL: SASL EXTERNAL)",
+    )
+    worker.add_argument("--tls-key", help="PEM private key (default: in --tls-cert)")
+    worker.add_argument("--tls-hostname", help="name the broker's certificate has")
     commands.add_parser(
         "bench",
         help="run the benchmark (from a source checkout)",
@@ -337,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.command == "demo" and args.children < 1:
+    if args.command in ("demo", "worker") and args.children < 1:
         parser.error("--children must be at least 1")
 
     from twisted.internet.task import react
@@ -350,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = await _fire(reactor, args, sys.stdout)
             elif args.command == "handlers":
                 code = await _handlers(reactor, args, sys.stdout)
+            elif args.command == "worker":
+                code = await _worker(reactor, args)
             else:
                 code = await _demo(reactor, args.children, sys.stdout)
             if code:

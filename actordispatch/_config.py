@@ -23,6 +23,11 @@ Example::
     kill_grace = 1.0
     child_env = { LANG = "C.UTF-8" }
 
+    [pools.remote]              # handlers on worker hosts behind RabbitMQ
+    amqp = "amqp://user:password@broker.example:5672/%2F"
+    namespace = "myapp"         # optional: default_timeout, reply_grace,
+    tls = { ca = "ca.pem", certificate = "me.pem", key = "me.key" }  # connect_timeout
+
     [[handlers]]
     handler = "myapp.handlers:notify_admin"
     phase = "during"
@@ -89,6 +94,21 @@ _POOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "quarantine_base": (int, float),
     "quarantine_cap": (int, float),
     "sandbox": dict,
+}
+_AMQP_POOL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "amqp": str,
+    "namespace": str,
+    "default_timeout": (int, float),
+    "reply_grace": (int, float),
+    "connect_timeout": (int, float),
+    "max_reply_size": int,
+    "tls": dict,
+}
+_AMQP_TLS_KEYS: dict[str, type | tuple[type, ...]] = {
+    "ca": str,
+    "certificate": str,
+    "key": str,
+    "hostname": str,
 }
 _HANDLER_KEYS: dict[str, type | tuple[type, ...]] = {
     "handler": str,
@@ -163,6 +183,29 @@ def _check_table(
     return dict(table)
 
 
+def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
+    # The same checks the pool makes, reported against the file and key.
+    from actordispatch._amqp_link import BrokerAddress, ClientTLS
+    from actordispatch._amqp_wire import check_namespace
+
+    tls = None
+    if "tls" in pool:
+        tls = ClientTLS(
+            **_check_table(f"{where}.tls", pool["tls"], _AMQP_TLS_KEYS, fail)
+        )
+    try:
+        BrokerAddress.parse(pool["amqp"], tls)
+    except ValueError as e:
+        fail(f"{where}.amqp", str(e))
+    try:
+        check_namespace(pool.get("namespace", "actordispatch"))
+    except ValueError as e:
+        fail(f"{where}.namespace", str(e))
+    for key in ("default_timeout", "reply_grace", "connect_timeout", "max_reply_size"):
+        if key in pool and pool[key] <= 0:
+            fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
+
+
 def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
     """
     Check a configuration given as TOML text.
@@ -222,10 +265,20 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
     if not isinstance(pools_table, dict):
         fail("pools", "must be a table of pools")
     pools: dict[str, dict[str, Any]] = {"default": {}} | {
-        name: _check_table(f"pools.{name}", table, _POOL_KEYS, fail)
+        name: _check_table(
+            f"pools.{name}",
+            table,
+            _AMQP_POOL_KEYS
+            if isinstance(table, dict) and "amqp" in table and name != "default"
+            else _POOL_KEYS,
+            fail,
+        )
         for name, table in pools_table.items()
     }
     for name, pool in pools.items():
+        if "amqp" in pool:
+            _check_amqp_pool(f"pools.{name}", pool, fail)
+            continue
         for key in ("size", "max_batch"):
             if key in pool and pool[key] < 1:
                 fail(f"pools.{name}.{key}", f"must be at least 1, not {pool[key]!r}")

@@ -30,10 +30,26 @@ def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatc
     dispatcher = EventDispatcher(**config.dispatcher, reactor=reactor, pool=default)
     for name, settings in config.pools.items():
         if name != "default":
-            dispatcher.add_pool(
-                name, AmpoulePool(**_pool_arguments(settings), reactor=reactor)
-            )
+            dispatcher.add_pool(name, _build_pool(name, settings, reactor))
     return dispatcher
+
+
+def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
+    if "amqp" not in settings:
+        return AmpoulePool(**_pool_arguments(settings), reactor=reactor)
+    from actordispatch._amqp_link import ClientTLS
+    from actordispatch._amqp_pool import AMQPPool
+
+    arguments = dict(settings)
+    url = arguments.pop("amqp")
+    tls = arguments.pop("tls", None)
+    return AMQPPool(
+        url,
+        tls=None if tls is None else ClientTLS(**tls),
+        name=name,
+        reactor=reactor,
+        **arguments,
+    )
 
 
 def _pool_arguments(settings: dict[str, Any]) -> dict[str, Any]:

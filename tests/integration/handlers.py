@@ -99,3 +99,15 @@ def pid(event: Any) -> int:
     Return the child's pid.
     """
     return os.getpid()
+
+
+def mark_then_sleep(event: dict[str, Any]) -> int:
+    """
+    Append this child's pid to the file C{event["mark"]} (so a test can see the
+    handler started, and how many times), sleep C{event["seconds"]}, then
+    return the pid.
+    """
+    with open(event["mark"], "a") as mark:
+        mark.write(f"{os.getpid()}\n")
+    time.sleep(event.get("seconds", 0.0))
+    return os.getpid()

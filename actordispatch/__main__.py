@@ -1,0 +1,9 @@
+"""
+C{python -m actordispatch}: the same command line as C{actordispatch}.
+"""
+
+import sys
+
+from actordispatch._cli import main
+
+sys.exit(main())

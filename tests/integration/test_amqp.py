@@ -1,0 +1,549 @@
+"""
+The RabbitMQ transport against the machine's real broker on 127.0.0.1:5672:
+routing parity between the headers exchange and the dispatcher's own index,
+every kind of outcome through a worker host, a host killed mid-event, load
+shared between hosts, and the connection cut (and restored) through a loopback
+proxy the test controls.
+
+Each test uses a namespace of its own (so exchange and queue names unique to the
+run) and deletes what it declared.  The broker itself is never stopped or
+reconfigured.  Where no broker is reachable, every test here is skipped with a
+message saying so.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
+from twisted.protocols import portforward
+from twisted.trial.unittest import SkipTest, TestCase
+
+from actordispatch import EventDispatcher
+from actordispatch._amqp_pool import AMQPPool
+from actordispatch._amqp_wire import event_headers, exchange_name, queue_name
+from actordispatch._amqp_worker import WorkerHost
+from actordispatch._match import MatchSpec
+from actordispatch._pool import AmpoulePool
+
+HOST, PORT = "127.0.0.1", 5672
+URL = f"amqp://guest:guest@{HOST}:{PORT}/%2F"
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = "tests.integration.handlers"
+
+
+def _reachable() -> bool:
+    try:
+        socket.create_connection((HOST, PORT), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+BROKER_UP = _reachable()
+NO_BROKER = (
+    f"!!! NO RABBITMQ BROKER ON {HOST}:{PORT}: the AMQP integration tests did NOT "
+    "run !!!"
+)
+
+
+def deferred_test(
+    method: Callable[[Any], Coroutine[Any, Any, None]],
+) -> Callable[[Any], defer.Deferred[None]]:
+    """
+    Run an C{async def} test method as trial runs Deferred-returning ones.
+    """
+
+    @functools.wraps(method)
+    def run(self: Any) -> defer.Deferred[None]:
+        return defer.ensureDeferred(method(self))
+
+    return run
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """
+    Poll C{condition} every 50 ms, for at most C{seconds}.
+    """
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Collector(protocol.ProcessProtocol):
+    """
+    A worker host process's output; C{ended} fires with its exit code.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        value = reason.value
+        code = value.exitCode if value.exitCode is not None else -value.signal
+        self.ended.callback(code)
+
+
+class Proxy(portforward.ProxyFactory):
+    """
+    A loopback TCP proxy to the broker that the test can cut and restore.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(HOST, PORT)
+        self.servers: list[Any] = []
+        self.listening: Any = None  # (self.port is the broker's)
+        self.number = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        server = super().buildProtocol(addr)
+        self.servers.append(server)
+        return server
+
+    def listen(self) -> None:
+        self.listening = reactor.listenTCP(self.number, self, interface=HOST)
+        self.number = self.listening.getHost().port
+
+    async def cut(self) -> None:
+        listening, self.listening = self.listening, None
+        await listening.stopListening()
+        for server in self.servers:
+            if server.transport is not None:
+                server.transport.abortConnection()
+            if getattr(server, "peer", None) and server.peer.transport is not None:
+                server.peer.transport.abortConnection()
+        self.servers = []
+
+
+class AMQPTestCase(TestCase):
+    """
+    A namespace of the test's own, and cleanup of what it declared.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        if not BROKER_UP:
+            print(NO_BROKER, file=sys.stderr)
+            raise SkipTest(NO_BROKER)
+        self.namespace = f"adtest.{uuid.uuid4().hex[:12]}"
+        self.handlers: set[str] = set()
+        self.addCleanup(lambda: defer.ensureDeferred(self._delete_topology()))
+
+    async def _delete_topology(self) -> None:
+        import pika
+        from pika.adapters.twisted_connection import TwistedProtocolConnection
+
+        creator = protocol.ClientCreator(
+            reactor,
+            TwistedProtocolConnection,
+            pika.URLParameters(URL),
+            custom_reactor=reactor,
+        )
+        connection = await creator.connectTCP(HOST, PORT)
+        await connection.ready
+        channel = await connection.channel()
+        for handler in sorted(self.handlers):
+            await channel.queue_delete(queue_name(self.namespace, handler))
+        await channel.exchange_delete(exchange_name(self.namespace))
+        await connection.close()
+
+    def pool(self, url: str = URL, **options: Any) -> AMQPPool:
+        options.setdefault("default_timeout", 10.0)
+        options.setdefault("reply_grace", 5.0)
+        return AMQPPool(url, namespace=self.namespace, reactor=reactor, **options)
+
+    async def dispatcher(self, pool: AMQPPool, **options: Any) -> EventDispatcher:
+        dispatcher = EventDispatcher(
+            allowed_match_spec_keywords=("kind", "user", "n"),
+            phases=("before", "during"),
+            reactor=reactor,
+            pool=AmpoulePool(size=1, reactor=reactor),
+            **options,
+        )
+        dispatcher.add_pool("remote", pool)
+        await dispatcher.start()
+        self.addCleanup(dispatcher.stop)
+        return dispatcher
+
+    async def host(self, handlers: list[str], **options: Any) -> WorkerHost:
+        self.handlers.update(handlers)
+        options.setdefault("pool", AmpoulePool(size=1, reactor=reactor))
+        host = WorkerHost(
+            URL, handlers, namespace=self.namespace, reactor=reactor, **options
+        )
+        self.assertTrue(await host.start())
+        self.addCleanup(host.stop)
+        return host
+
+    async def add(
+        self, dispatcher: EventDispatcher, name: str, phase: str, **spec: Any
+    ) -> int:
+        handler = f"{HANDLERS}:{name}"
+        self.handlers.add(handler)
+        return await dispatcher.add_event_handler(handler, phase, pool="remote", **spec)
+
+    def spawn_host(self, handlers: list[str]) -> tuple[Any, Collector]:
+        """
+        A worker host in a process of its own (C{python -m actordispatch
+        worker}), with the broker URL in its environment.
+        """
+        self.handlers.update(handlers)
+        collector = Collector()
+        env = {
+            "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path),
+            "ACTORDISPATCH_AMQP_URL": URL,
+            "PATH": os.environ.get("PATH", ""),
+        }
+        process = reactor.spawnProcess(
+            collector,
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "actordispatch",
+                "worker",
+                "--namespace",
+                self.namespace,
+                "--children",
+                "1",
+                "--prefetch",
+                "1",
+                "--handlers",
+                *handlers,
+            ],
+            env=env,
+            path=str(ROOT),
+        )
+
+        def kill() -> defer.Deferred[int]:
+            if process.pid is not None:
+                process.signalProcess("KILL")
+            return collector.ended
+
+        self.addCleanup(kill)
+        return process, collector
+
+
+class RoutingParityTests(AMQPTestCase):
+    @deferred_test
+    async def test_exchange_delivers_to_the_local_set(self) -> None:
+        """
+        For random match specs and random events, the headers exchange copies
+        each event's phase to exactly the queues of the handlers the
+        dispatcher's own matching selects: equality as in Python (C{1},
+        C{1.0} and C{True} alike, C{"1"} apart), absent keywords unmatched, and
+        the phase part of the route.
+        """
+        rng = random.Random(20261123)
+        values = [1, 2, 1.0, True, "1", "x", "y", 2.5]
+        keywords = ("kind", "user", "n")
+        phases = ("before", "during")
+        pool = self.pool()
+        await pool.start()
+        self.addCleanup(pool.stop)
+        registrations = []
+        for number in range(24):
+            spec = MatchSpec.from_keywords(
+                {k: rng.choice(values) for k in keywords if rng.random() < 0.5}
+            )
+            phase = rng.choice(phases)
+            handler = f"parity.h{number}:run"
+            self.handlers.add(handler)
+            await pool.bind(number, handler, phase, spec)
+            registrations.append((handler, phase, spec))
+        expected: dict[str, set[int]] = {h: set() for h, _, _ in registrations}
+        import pika
+
+        channel = pool._channel
+        for event in range(60):
+            fired = {k: rng.choice(values) for k in keywords if rng.random() < 0.7}
+            phase = rng.choice(phases)
+            for handler, bound_phase, spec in registrations:
+                if bound_phase == phase and spec.matches(fired):
+                    expected[handler].add(event)
+            await channel.basic_publish(
+                pool.exchange,
+                "",
+                b"",
+                pika.BasicProperties(
+                    headers=event_headers(phase, fired), message_id=str(event)
+                ),
+            )
+        reader = await pool._link.connection.channel()
+        for handler, received in expected.items():
+            got = set()
+            while True:
+                message = await reader.basic_get(queue_name(self.namespace, handler))
+                if message is None:
+                    break
+                got.add(int(message.properties.message_id))
+                reader.basic_ack(message.method.delivery_tag)
+            self.assertEqual(got, received, handler)
+        self.assertTrue(any(expected.values()), "the random run routed nothing")
+
+
+class OutcomeTests(AMQPTestCase):
+    @deferred_test
+    async def test_every_outcome_through_a_worker_host(self) -> None:
+        """
+        Through the broker and a worker host's own children, a handler's
+        value, its exception, its timeout and its child's crash come back as
+        the same outcomes a local pool gives, from the host's children; the
+        handlers of an event run in their phases, in order.
+        """
+        names = ["echo", "boom", "hang", "exit_now"]
+        host = await self.host([f"{HANDLERS}:{n}" for n in names])
+        dispatcher = await self.dispatcher(self.pool())
+        await self.add(dispatcher, "echo", "during", kind="a")
+        await self.add(dispatcher, "boom", "before", kind="a")
+        await self.add(dispatcher, "hang", "during", kind="b", timeout=0.5)
+        await self.add(dispatcher, "exit_now", "during", kind="c")
+        result = await dispatcher.fire_event({"hello": [1, 2]}, kind="a")
+        self.assertEqual(
+            [(o.phase, o.handler.split(":")[1], o.status) for o in result.outcomes],
+            [("before", "boom", "error"), ("during", "echo", "ok")],
+        )
+        self.assertEqual(result.outcomes[1].value, {"hello": [1, 2]})
+        self.assertEqual(result.outcomes[0].error_type, "ValueError")
+        self.assertIn(result.outcomes[1].pid, host.pool.child_pids())
+        (timed_out,) = (await dispatcher.fire_event({}, kind="b")).outcomes
+        self.assertEqual(
+            (timed_out.status, timed_out.error_type),
+            ("timeout", "actordispatch.HandlerTimeout"),
+        )
+        (crashed,) = (await dispatcher.fire_event({}, kind="c")).outcomes
+        self.assertEqual(crashed.status, "crashed")
+        self.assertEqual(host.answered, 4)
+
+    @deferred_test
+    async def test_event_matching_nothing(self) -> None:
+        """
+        An event that matches no handler of the AMQP pool publishes nothing
+        and completes at once with no outcomes; one that matches a local
+        handler only runs it locally.
+        """
+        pool = self.pool()
+        dispatcher = await self.dispatcher(pool)
+        await self.add(dispatcher, "echo", "during", kind="a")
+        await dispatcher.add_event_handler(f"{HANDLERS}:pid", "during", kind="local")
+        result = await dispatcher.fire_event({}, kind="z")
+        self.assertEqual(result.outcomes, ())
+        (local,) = (await dispatcher.fire_event({}, kind="local")).outcomes
+        self.assertEqual(local.status, "ok")
+        channel = await pool._link.connection.channel()
+        frame = await channel.queue_declare(
+            queue_name(self.namespace, f"{HANDLERS}:echo"), passive=True
+        )
+        self.assertEqual(frame.method.message_count, 0)
+        self.assertEqual(pool.in_flight, 0)
+
+    @deferred_test
+    async def test_no_worker_host_is_a_timeout(self) -> None:
+        """
+        With no worker host serving a handler, its outcome is C{"timeout"}
+        after its timeout plus the pool's reply grace, saying no host replied;
+        the message expires from the queue then.
+        """
+        pool = self.pool(reply_grace=0.5)
+        dispatcher = await self.dispatcher(pool)
+        await self.add(dispatcher, "echo", "during", kind="a", timeout=0.5)
+        (outcome,) = (await dispatcher.fire_event({}, kind="a")).outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type), ("timeout", "actordispatch.NoReply")
+        )
+        channel = await pool._link.connection.channel()
+        queue = queue_name(self.namespace, f"{HANDLERS}:echo")
+        for _ in range(40):
+            frame = await channel.queue_declare(queue, passive=True)
+            if frame.method.message_count == 0:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(frame.method.message_count, 0)
+
+    @deferred_test
+    async def test_unroutable_spec_refused(self) -> None:
+        """
+        A match spec value the exchange cannot compare as Python does is
+        refused at registration with a C{ValueError} naming it.
+        """
+        dispatcher = await self.dispatcher(self.pool())
+        with self.assertRaises(ValueError) as caught:
+            await self.add(dispatcher, "echo", "during", kind=("a", "tuple"))
+        self.assertIn("cannot be routed by an AMQP pool", str(caught.exception))
+
+
+class HostFailureTests(AMQPTestCase):
+    timeout = 90
+
+    @deferred_test
+    async def test_host_killed_mid_event(self) -> None:
+        """
+        A worker host killed (SIGKILL) while running a handler never
+        acknowledged its message: the broker gives it to a second host, which
+        runs it again, and the dispatcher records exactly one outcome for the
+        handler, the second host's.  (Delivery to hosts is at least once: the
+        handler started twice.)
+        """
+        handler = f"{HANDLERS}:mark_then_sleep"
+        process, collector = self.spawn_host([handler])
+        pool = self.pool()
+        dispatcher = await self.dispatcher(pool)
+        await self.add(dispatcher, "mark_then_sleep", "during", kind="a")
+        mark = Path(tempfile.mkdtemp()) / "mark"
+        self.addCleanup(lambda: mark.unlink(missing_ok=True))
+        fired = dispatcher.fire_event({"mark": str(mark), "seconds": 1.5}, kind="a")
+        await wait_until(mark.exists, 30, "the first host to start the handler")
+        os.kill(process.pid, signal.SIGKILL)
+        self.assertEqual(await collector.ended, -signal.SIGKILL)
+        second = await self.host([handler])
+        result = await fired
+        (outcome,) = result.outcomes
+        self.assertEqual(outcome.status, "ok")
+        self.assertIn(outcome.pid, second.pool.child_pids())
+        self.assertEqual(len(mark.read_text().split()), 2)
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(pool.in_flight, 0)
+
+    @deferred_test
+    async def test_load_split_between_hosts(self) -> None:
+        """
+        Two worker hosts consuming the same queue share the work of many
+        events in flight: each runs some.
+        """
+        handler = f"{HANDLERS}:mark_then_sleep"
+        first = await self.host([handler], prefetch=1)
+        second = await self.host([handler], prefetch=1)
+        dispatcher = await self.dispatcher(self.pool(), max_in_flight=16)
+        await self.add(dispatcher, "mark_then_sleep", "during", kind="a")
+        mark = Path(tempfile.mkdtemp()) / "mark"
+        results = await defer.gatherResults(
+            [
+                dispatcher.fire_event({"mark": str(mark), "seconds": 0.05}, kind="a")
+                for _ in range(16)
+            ]
+        )
+        pids = [r.outcomes[0].pid for r in results]
+        self.assertTrue(all(r.outcomes[0].status == "ok" for r in results))
+        self.assertTrue(set(pids) & set(first.pool.child_pids()))
+        self.assertTrue(set(pids) & set(second.pool.child_pids()))
+        self.assertEqual(first.answered + second.answered, 16)
+
+    @deferred_test
+    async def test_worker_command_refuses_unknown_handler(self) -> None:
+        """
+        C{actordispatch worker} exits with status 1, naming the handler, when
+        a handler it should serve cannot be imported.
+        """
+        process, collector = self.spawn_host([f"{HANDLERS}:no_such_handler"])
+        self.assertEqual(await collector.ended, 1)
+        self.assertIn(b"no_such_handler", collector.output)
+
+
+class BrokerOutageTests(AMQPTestCase):
+    timeout = 90
+
+    @deferred_test
+    async def test_connection_cut_and_restored(self) -> None:
+        """
+        When the connection to the broker is cut mid-event, the waiting
+        invocation ends C{"crashed"} at once (not after its timeout), events
+        fired while the broker is unreachable end C{"crashed"} at once too,
+        and once the broker is reachable again the pool reconnects, binds its
+        handlers again and serves.
+        """
+        proxy = Proxy()
+        proxy.listen()
+        self.addCleanup(lambda: proxy.listening and proxy.listening.stopListening())
+        handler = f"{HANDLERS}:mark_then_sleep"
+        await self.host([handler])
+        pool = self.pool(
+            f"amqp://guest:guest@{HOST}:{proxy.number}/%2F", default_timeout=30
+        )
+        dispatcher = await self.dispatcher(pool)
+        await self.add(dispatcher, "mark_then_sleep", "during", kind="a")
+        mark = Path(tempfile.mkdtemp()) / "mark"
+        fired = dispatcher.fire_event({"mark": str(mark), "seconds": 0.5}, kind="a")
+        await wait_until(mark.exists, 20, "the host to start the handler")
+        started = reactor.seconds()
+        await proxy.cut()
+        (lost,) = (await fired).outcomes
+        self.assertLess(reactor.seconds() - started, 5)
+        self.assertEqual(
+            (lost.status, lost.error_type),
+            ("crashed", "actordispatch.BrokerConnectionLost"),
+        )
+        await wait_until(lambda: not pool.up, 5, "the pool to notice")
+        (down,) = (await dispatcher.fire_event({"mark": str(mark)}, kind="a")).outcomes
+        self.assertEqual(
+            (down.status, down.error_type),
+            ("crashed", "actordispatch.BrokerUnavailable"),
+        )
+        proxy.listen()
+        await wait_until(lambda: pool.up, 20, "the pool to reconnect")
+        (back,) = (await dispatcher.fire_event({"mark": str(mark)}, kind="a")).outcomes
+        self.assertEqual(back.status, "ok")
+
+
+class CredentialTests(AMQPTestCase):
+    @deferred_test
+    async def test_password_never_logged(self) -> None:
+        """
+        A pool whose password the broker refuses logs why it cannot connect,
+        naming the broker, but never the password (neither in Twisted's log
+        nor through pika's standard-library logging); its invocations end
+        C{"crashed"} at once.
+        """
+        secret = "sekrit-" + uuid.uuid4().hex
+        seen: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            from twisted.logger import formatEvent
+
+            seen.append(formatEvent(event))
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record.getMessage())
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        handler = Handler(logging.DEBUG)
+        pika_log = logging.getLogger("pika")
+        pika_log.addHandler(handler)
+        level = pika_log.level
+        pika_log.setLevel(logging.DEBUG)
+        self.addCleanup(pika_log.removeHandler, handler)
+        self.addCleanup(pika_log.setLevel, level)
+        pool = self.pool(f"amqp://guest:{secret}@{HOST}:{PORT}/%2F")
+        dispatcher = await self.dispatcher(pool)
+        self.assertFalse(pool.up)
+        from actordispatch._invocation import Invocation
+
+        outcome = await pool.invoke(Invocation(1, f"{HANDLERS}:echo", "during", b"{}"))
+        self.assertEqual(outcome.error_type, "actordispatch.BrokerUnavailable")
+        self.assertNotIn(secret, outcome.error_message)
+        self.assertTrue(any(f"{HOST}:{PORT}" in line for line in seen))
+        self.assertFalse([line for line in seen if secret in line])
+        del dispatcher
