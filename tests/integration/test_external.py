@@ -7,7 +7,6 @@ TLS with client certificates lets in only the right peers.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -18,129 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from actordispatch import EventDispatcher
 from actordispatch._external import TLSServerOptions, listen
+from tests.integration.support import Authority, Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "external_handler.py"
-
-
-class Collector(protocol.ProcessProtocol):
-    """
-    Collects a process's output; C{ended} fires with its exit code (or the
-    signal that ended it, negated).
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: defer.Deferred[int] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        value = reason.value
-        code = value.exitCode if value.exitCode is not None else -value.signal
-        self.ended.callback(code)
-
-
-# --- throwaway certificates -------------------------------------------------------
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _builder(subject: str, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
-        )
-    )
-
-
-class Authority:
-    """
-    A certificate authority that lives as long as one test.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.key = _key()
-        self.certificate = (
-            _builder(name, _name(name), self.key)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                True,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def pem(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, name: str, *, server: bool = False) -> tuple[bytes, bytes]:
-        """
-        A certificate for C{name} (client or server use): C{(cert, key)} PEM.
-        """
-        key = _key()
-        usage = (
-            ExtendedKeyUsageOID.SERVER_AUTH
-            if server
-            else (ExtendedKeyUsageOID.CLIENT_AUTH)
-        )
-        certificate = (
-            _builder(name, self.certificate.subject, key)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    self.key.public_key()
-                ),
-                False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 # --- the tests ------------------------------------------------------------------------

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, utils
+from twisted.internet import defer, reactor, utils
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
+
+from tests.integration.support import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,23 +32,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Collector(protocol.ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: defer.Deferred[Any] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        # twist/twistd stopped by SIGTERM end by that same signal, by design.
-        value = reason.value
-        ended_by_term = value.signal == signal.SIGTERM
-        self.ended.callback("SIGTERM" if ended_by_term else value.exitCode)
 
 
 class ServiceTestCase(TestCase):
@@ -100,7 +85,7 @@ class ServiceTestCase(TestCase):
         self.assertIn('actordispatch_children{pool="default"} 1.0', body)
         self.transport.signalProcess("TERM")
         code = yield collector.ended
-        self.assertIn(code, (0, "SIGTERM"), collector.output.decode()[-3000:])
+        self.assertIn(code, (0, -signal.SIGTERM), collector.output.decode()[-3000:])
         self.assertIn(b"dispatcher stopped", collector.output)
         return collector
 
