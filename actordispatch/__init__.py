@@ -5,10 +5,14 @@ processes of an ampoule pool, over AMP.
     >>> from actordispatch import EventDispatcher
 """
 
+from actordispatch._amqp_link import ClientTLS
+from actordispatch._amqp_pool import AMQPPool
+from actordispatch._amqp_worker import WorkerHost
 from actordispatch._config import ConfigError, load_config, parse_config
 from actordispatch._dispatcher import DispatcherStats, EventDispatcher
 from actordispatch._errors import (
     ActorDispatchError,
+    BrokerUnavailableError,
     EventEncodingError,
     EventTooLargeError,
     HandlerImportError,
@@ -32,8 +36,11 @@ from actordispatch._service import DispatcherService
 
 __all__ = [
     "STATUSES",
+    "AMQPPool",
     "ActorDispatchError",
     "AmpoulePool",
+    "BrokerUnavailableError",
+    "ClientTLS",
     "ConfigError",
     "DispatchResult",
     "DispatcherAMPFactory",
@@ -54,6 +61,7 @@ __all__ = [
     "SandboxProfile",
     "Status",
     "TLSServerOptions",
+    "WorkerHost",
     "listen",
     "load_config",
     "parse_config",

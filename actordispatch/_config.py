@@ -194,9 +194,14 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
             **_check_table(f"{where}.tls", pool["tls"], _AMQP_TLS_KEYS, fail)
         )
     try:
-        BrokerAddress.parse(pool["amqp"], tls)
+        address = BrokerAddress.parse(pool["amqp"], tls)
     except ValueError as e:
         fail(f"{where}.amqp", str(e))
+    if address.tls is not None:
+        try:
+            address.tls.options(address.host)
+        except Exception as e:  # unreadable files, bad PEM, key not matching
+            fail(f"{where}.tls", f"cannot use the TLS files: {e}")
     try:
         check_namespace(pool.get("namespace", "actordispatch"))
     except ValueError as e:

@@ -198,3 +198,72 @@ class BadConfigTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as caught:
                 load_config(path)
             self.assertIn("latin1.toml: not UTF-8", str(caught.exception))
+
+    def test_amqp_pool(self) -> None:
+        """
+        A pool table with an C{amqp} URL is an L{AMQPPool}: its own keys are
+        checked (URL, namespace, TLS files, positive durations), the local
+        pool's keys are not allowed there, and the service builds it with
+        its name, so handlers can use it.
+        """
+        from actordispatch import AMQPPool, ClientTLS
+        from actordispatch._service import build_dispatcher
+        from tests.integration.support import Authority
+
+        authority = Authority("config test CA")
+        certificate, key = authority.issue("me")
+        directory = Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: [p.unlink() for p in directory.iterdir()])
+        (directory / "ca.pem").write_bytes(authority.pem)
+        (directory / "me.pem").write_bytes(certificate + key)
+        ca, me = directory / "ca.pem", directory / "me.pem"
+        head = '[dispatcher]\nkeywords = ["role"]\n'
+        config = parse_config(
+            head
+            + "[pools.remote]\n"
+            + 'amqp = "amqps://broker.example/%2F"\nnamespace = "myapp"\n'
+            + "reply_grace = 2\n"
+            + f'tls = {{ ca = "{ca}", certificate = "{me}" }}\n'
+            + '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\npool = "remote"\n'
+        )
+        pool = build_dispatcher(config).pools()["remote"]
+        self.assertIsInstance(pool, AMQPPool)
+        assert isinstance(pool, AMQPPool)
+        self.assertEqual(
+            (pool.namespace, pool.reply_grace, pool.name, pool.address.tls),
+            ("myapp", 2.0, "remote", ClientTLS(ca=str(ca), certificate=str(me))),
+        )
+        self.assertTrue(pool.address.external)
+        remote = head + "[pools.remote]\n"
+        for text, fragments in [
+            (remote + 'amqp = "http://x"\n', ("pools.remote.amqp", "amqp://")),
+            (remote + 'amqp = "amqp://u:hunter2@x:bad/"\n', ("pools.remote.amqp",)),
+            (
+                remote + 'amqp = "amqp://x"\nsize = 2\n',
+                ("pools.remote.size", "unknown"),
+            ),
+            (
+                remote + 'amqp = "amqp://x"\nnamespace = "amq.x"\n',
+                ("pools.remote.namespace",),
+            ),
+            (
+                remote + 'amqp = "amqp://x"\nreply_grace = 0\n',
+                ("pools.remote.reply_grace", "positive"),
+            ),
+            (
+                remote + 'amqp = "amqp://x"\ntls = { ca = "ca.pem" }\n',
+                ("pools.remote.amqp", "amqps://"),
+            ),
+            (
+                remote + 'amqp = "amqps://x"\ntls = { pem = "x" }\n',
+                ("pools.remote.tls.pem", "unknown key"),
+            ),
+            (
+                remote + 'amqp = "amqps://x"\ntls = { ca = "/nonexistent.pem" }\n',
+                ("pools.remote.tls", "cannot use the TLS files", "nonexistent"),
+            ),
+        ]:
+            self.assertRefused(text, *fragments)
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(remote + 'amqp = "amqp://u:hunter2@x:bad/"\n')
+        self.assertNotIn("hunter2", str(caught.exception))

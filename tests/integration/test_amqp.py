@@ -32,12 +32,13 @@ from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
 from twisted.trial.unittest import SkipTest, TestCase
 
-from actordispatch import EventDispatcher
+from actordispatch import ClientTLS, EventDispatcher
 from actordispatch._amqp_pool import AMQPPool
 from actordispatch._amqp_wire import event_headers, exchange_name, queue_name
 from actordispatch._amqp_worker import WorkerHost
 from actordispatch._match import MatchSpec
 from actordispatch._pool import AmpoulePool
+from tests.integration.support import Authority, Collector
 
 HOST, PORT = "127.0.0.1", 5672
 URL = f"amqp://guest:guest@{HOST}:{PORT}/%2F"
@@ -83,26 +84,6 @@ async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -
             return
         await deferLater(reactor, 0.05, lambda: None)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-class Collector(protocol.ProcessProtocol):
-    """
-    A worker host process's output; C{ended} fires with its exit code.
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: defer.Deferred[int] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        value = reason.value
-        code = value.exitCode if value.exitCode is not None else -value.signal
-        self.ended.callback(code)
 
 
 class Proxy(portforward.ProxyFactory):
@@ -547,3 +528,71 @@ class CredentialTests(AMQPTestCase):
         self.assertTrue(any(f"{HOST}:{PORT}" in line for line in seen))
         self.assertFalse([line for line in seen if secret in line])
         del dispatcher
+
+
+class TLSTests(AMQPTestCase):
+    def tls_endpoint(self, authority: Authority) -> int:
+        """
+        A loopback TLS endpoint in front of the broker that requires a client
+        certificate issued by C{authority}; its port.
+        """
+        from twisted.internet.ssl import Certificate, PrivateCertificate
+
+        certificate, key = authority.issue("localhost", server=True)
+        options = PrivateCertificate.loadPEM(certificate + key).options(
+            Certificate.loadPEM(authority.pem)
+        )
+        port = reactor.listenSSL(
+            0, portforward.ProxyFactory(HOST, PORT), options, interface=HOST
+        )
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    def client_tls(self, authority: Authority, issuer: Authority) -> ClientTLS:
+        directory = Path(tempfile.mkdtemp())
+        certificate, key = issuer.issue("dispatcher")
+        (directory / "ca.pem").write_bytes(authority.pem)
+        (directory / "me.pem").write_bytes(certificate)
+        (directory / "me.key").write_bytes(key)
+        return ClientTLS(
+            ca=str(directory / "ca.pem"),
+            certificate=str(directory / "me.pem"),
+            key=str(directory / "me.key"),
+            hostname="localhost",
+        )
+
+    @deferred_test
+    async def test_client_certificate(self) -> None:
+        """
+        Over C{amqps://} the pool checks the broker's certificate against its
+        CA and presents its own client certificate: through a TLS endpoint
+        that requires one from the same CA it connects and serves; with a
+        certificate from another CA it is refused, says so at once in its
+        outcomes, and keeps retrying.
+        """
+        authority = Authority("actordispatch test CA")
+        port = self.tls_endpoint(authority)
+        await self.host([f"{HANDLERS}:echo"])
+        pool = self.pool(
+            f"amqps://guest:guest@{HOST}:{port}/%2F",
+            tls=self.client_tls(authority, authority),
+        )
+        dispatcher = await self.dispatcher(pool)
+        self.assertTrue(pool.up)
+        await self.add(dispatcher, "echo", "during", kind="a")
+        (outcome,) = (await dispatcher.fire_event("secret", kind="a")).outcomes
+        self.assertEqual((outcome.status, outcome.value), ("ok", "secret"))
+
+        refused = self.pool(
+            f"amqps://guest:guest@{HOST}:{port}/%2F",
+            tls=self.client_tls(authority, Authority("someone else")),
+        )
+        await refused.start()
+        self.addCleanup(refused.stop)
+        self.assertFalse(refused.up)
+        from actordispatch._invocation import Invocation
+
+        outcome = await refused.invoke(
+            Invocation(1, f"{HANDLERS}:echo", "during", b"{}")
+        )
+        self.assertEqual(outcome.error_type, "actordispatch.BrokerUnavailable")
