@@ -9,7 +9,8 @@ Twisted makes the TCP (or TLS) connection through an endpoint, pika speaks AMQP
 over it, and the reconnecting is Twisted's C{ClientService}.  Nothing outside
 this module and the two users above imports pika, so the client can be swapped.
 
-Credentials never reach a log: connections are named by L{safe_address}.
+Credentials never reach a log: connections are named by C{BrokerAddress.__str__}
+(host, port and vhost), and URLs in messages go through L{safe_url}.
 """
 
 from __future__ import annotations

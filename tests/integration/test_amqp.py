@@ -596,3 +596,34 @@ class TLSTests(AMQPTestCase):
             Invocation(1, f"{HANDLERS}:echo", "during", b"{}")
         )
         self.assertEqual(outcome.error_type, "actordispatch.BrokerUnavailable")
+
+
+class ExampleTests(AMQPTestCase):
+    timeout = 90
+
+    @deferred_test
+    async def test_scaleout_example(self) -> None:
+        """
+        docs/examples/amqp_scaleout.py runs: two worker host processes serve
+        the user-created handlers of three events, in their phases, and both
+        hosts take part.
+        """
+        from tests.integration.test_docs_examples import load
+
+        example = load("amqp_scaleout")
+        self.handlers.update(example.SERVED)
+        lines: list[str] = []
+        results = await example.main(
+            reactor, URL, namespace=self.namespace, out=lines.append
+        )
+        self.assertTrue(all(result.ok for result in results))
+        self.assertEqual(
+            [[o.phase for o in r.outcomes] for r in results],
+            [
+                ["before", "during", "after"],
+                ["before", "after"],
+                ["before", "during", "after"],
+            ],
+        )
+        pids = {o.pid for r in results for o in r.outcomes}
+        self.assertEqual(len(pids), 2, lines)
