@@ -6,7 +6,7 @@ hosts.
 
 The AMQP client is pika 1.x's Twisted adapter (see docs/amqp-client.rst for why):
 Twisted makes the TCP (or TLS) connection through an endpoint, pika speaks AMQP
-over it, and the reconnecting is Twisted's C{ClientService}.  Nothing outside
+over it, and L{BrokerLink} reconnects with a growing delay.  Nothing outside
 this module and the two users above imports pika, so the client can be swapped.
 
 Credentials never reach a log: connections are named by C{BrokerAddress.__str__}
