@@ -142,18 +142,38 @@ async def _worker(reactor: Any, args: Any) -> int:
 
     from actordispatch._amqp_link import ClientTLS
     from actordispatch._amqp_worker import WorkerHost
+    from actordispatch._config import (
+        ConfigError,
+        WorkerConfig,
+        load_worker_config,
+        pool_arguments,
+    )
     from actordispatch._pool import AmpoulePool
 
-    url = args.amqp or os.environ.get(AMQP_URL_VARIABLE)
+    config = WorkerConfig(None, "actordispatch", (), None, None, None, {}, "")
+    if args.config:
+        try:
+            config = load_worker_config(args.config)
+        except ConfigError as e:
+            print(f"actordispatch worker: {e}", file=sys.stderr)
+            return 2
+    url = args.amqp or config.amqp or os.environ.get(AMQP_URL_VARIABLE)
     if not url:
         print(
-            f"actordispatch worker: give the broker with --amqp URL or in "
-            f"${AMQP_URL_VARIABLE}",
+            f"actordispatch worker: give the broker with --amqp URL, in the "
+            f"configuration, or in ${AMQP_URL_VARIABLE}",
             file=sys.stderr,
         )
         return 2
     handlers = [name for item in args.handlers for name in item.split(",") if name]
-    tls = None
+    handlers = handlers or list(config.handlers)
+    if not handlers:
+        print(
+            "actordispatch worker: name the handlers to serve (--handlers)",
+            file=sys.stderr,
+        )
+        return 2
+    tls = ClientTLS(**config.tls) if config.tls else None
     if args.tls_ca or args.tls_cert:
         tls = ClientTLS(
             ca=args.tls_ca,
@@ -161,15 +181,18 @@ async def _worker(reactor: Any, args: Any) -> int:
             key=args.tls_key,
             hostname=args.tls_hostname,
         )
+    arguments = pool_arguments(config.pool)
+    if args.children is not None:
+        arguments["size"] = args.children
     try:
         worker = WorkerHost(
             url,
             handlers,
-            pool=AmpoulePool(size=args.children, reactor=reactor),
-            namespace=args.namespace,
-            prefetch=args.prefetch,
+            pool=AmpoulePool(**arguments, reactor=reactor),
+            namespace=args.namespace or config.namespace,
+            prefetch=args.prefetch or config.prefetch,
             tls=tls,
-            name=args.name,
+            name=args.name or config.name,
             reactor=reactor,
         )
     except (ValueError, OSError) as e:
@@ -416,14 +439,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "line)",
     )
     worker.add_argument(
+        "--config",
+        "-c",
+        help="a TOML file with [worker] and [pool] tables (the local children's "
+        "size, limits and sandbox); the options below override it",
+    )
+    worker.add_argument(
         "--handlers",
-        required=True,
         nargs="+",
+        default=[],
         metavar="NAME",
         help="handlers to serve, 'package.module:attr' (several, or comma-separated)",
     )
     worker.add_argument(
-        "--children", type=int, default=2, help="local children (default 2)"
+        "--children", type=int, help="local children (default 2, or the config's)"
     )
     worker.add_argument(
         "--prefetch",
@@ -431,9 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="messages taken before acknowledging any (default: 2 per child)",
     )
     worker.add_argument(
-        "--namespace",
-        default="actordispatch",
-        help="the dispatchers' namespace (default actordispatch)",
+        "--namespace", help="the dispatchers' namespace (default actordispatch)"
     )
     worker.add_argument("--name", help="this host's name in replies (hostname:pid)")
     worker.add_argument("--tls-ca", help="PEM file of the CAs to trust (amqps)")
@@ -457,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.command in ("demo", "worker") and args.children < 1:
+    if args.command in ("demo", "worker") and (args.children or 1) < 1:
         parser.error("--children must be at least 1")
 
     from twisted.internet.task import react

@@ -183,18 +183,44 @@ def _check_table(
     return dict(table)
 
 
-def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
-    # The same checks the pool makes, reported against the file and key.
+def pool_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Keyword arguments for C{AmpoulePool} from a checked C{[pools.NAME]} (or
+    C{[pool]}) table.
+    """
+    arguments = dict(settings)
+    sandbox = arguments.pop("sandbox", None)
+    if sandbox is not None:
+        arguments["sandbox"] = SandboxProfile(**sandbox)
+    return arguments
+
+
+def _check_local_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
+    for key in ("size", "max_batch"):
+        if key in pool and pool[key] < 1:
+            fail(f"{where}.{key}", f"must be at least 1, not {pool[key]!r}")
+    for key in ("default_timeout", "kill_grace"):
+        if key in pool and pool[key] <= 0:
+            fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
+    for key, value in pool.get("child_env", {}).items():
+        if not isinstance(value, str):
+            fail(f"{where}.child_env.{key}", f"must be a string, not {value!r}")
+    if "sandbox" in pool:
+        try:
+            SandboxProfile(**pool["sandbox"])
+        except (TypeError, ValueError) as e:
+            fail(f"{where}.sandbox", str(e))
+
+
+def _check_tls(where: str, url: str, table: Any, fail: Any) -> Any:
+    # A client TLS table, checked down to reading its files.
     from actordispatch._amqp_link import BrokerAddress, ClientTLS
-    from actordispatch._amqp_wire import check_namespace
 
     tls = None
-    if "tls" in pool:
-        tls = ClientTLS(
-            **_check_table(f"{where}.tls", pool["tls"], _AMQP_TLS_KEYS, fail)
-        )
+    if table is not None:
+        tls = ClientTLS(**_check_table(f"{where}.tls", table, _AMQP_TLS_KEYS, fail))
     try:
-        address = BrokerAddress.parse(pool["amqp"], tls)
+        address = BrokerAddress.parse(url, tls)
     except ValueError as e:
         fail(f"{where}.amqp", str(e))
     if address.tls is not None:
@@ -202,10 +228,22 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
             address.tls.options(address.host)
         except Exception as e:  # unreadable files, bad PEM, key not matching
             fail(f"{where}.tls", f"cannot use the TLS files: {e}")
+    return tls
+
+
+def _check_namespace(where: str, table: dict[str, Any], fail: Any) -> None:
+    from actordispatch._amqp_wire import check_namespace
+
     try:
-        check_namespace(pool.get("namespace", "actordispatch"))
+        check_namespace(table.get("namespace", "actordispatch"))
     except ValueError as e:
         fail(f"{where}.namespace", str(e))
+
+
+def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
+    # The same checks the pool makes, reported against the file and key.
+    _check_tls(where, pool["amqp"], pool.get("tls"), fail)
+    _check_namespace(where, pool, fail)
     for key in ("default_timeout", "reply_grace", "connect_timeout", "max_reply_size"):
         if key in pool and pool[key] <= 0:
             fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
@@ -283,23 +321,8 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
     for name, pool in pools.items():
         if "amqp" in pool:
             _check_amqp_pool(f"pools.{name}", pool, fail)
-            continue
-        for key in ("size", "max_batch"):
-            if key in pool and pool[key] < 1:
-                fail(f"pools.{name}.{key}", f"must be at least 1, not {pool[key]!r}")
-        for key in ("default_timeout", "kill_grace"):
-            if key in pool and pool[key] <= 0:
-                fail(f"pools.{name}.{key}", f"must be positive, not {pool[key]!r}")
-        for key, value in pool.get("child_env", {}).items():
-            if not isinstance(value, str):
-                fail(
-                    f"pools.{name}.child_env.{key}", f"must be a string, not {value!r}"
-                )
-        if "sandbox" in pool:
-            try:
-                SandboxProfile(**pool["sandbox"])
-            except (TypeError, ValueError) as e:
-                fail(f"pools.{name}.sandbox", str(e))
+        else:
+            _check_local_pool(f"pools.{name}", pool, fail)
 
     handlers_list = data.get("handlers", [])
     if not isinstance(handlers_list, list):
@@ -368,10 +391,112 @@ def load_config(path: str | Path) -> ServiceConfig:
 
     @raise ConfigError: naming the file, the key and the problem.
     """
+    return parse_config(_read(path), str(path))
+
+
+def _read(path: str | Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
-    return parse_config(text, str(path))
+
+
+_WORKER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "amqp": str,
+    "namespace": str,
+    "handlers": list,
+    "prefetch": int,
+    "name": str,
+    "tls": dict,
+}
+
+
+@frozen
+class WorkerConfig:
+    """
+    A checked worker host configuration (C{actordispatch worker --config}).
+
+    @ivar amqp: the broker URL, if the file gives it.
+    @ivar handlers: the handlers to serve.
+    @ivar tls: keyword arguments for C{ClientTLS}, if any.
+    @ivar pool: keyword arguments for the local C{AmpoulePool} (the keys of a
+        C{[pools.NAME]} table, sandbox included).
+    """
+
+    amqp: str | None
+    namespace: str
+    handlers: tuple[str, ...]
+    prefetch: int | None
+    name: str | None
+    tls: dict[str, Any] | None
+    pool: dict[str, Any]
+    source: str
+
+
+def parse_worker_config(text: str, source: str = "<config>") -> WorkerConfig:
+    """
+    Check a worker host configuration given as TOML text::
+
+        [worker]
+        amqp = "amqps://broker.example:5671/%2F"   # else $ACTORDISPATCH_AMQP_URL
+        namespace = "myapp"
+        handlers = ["myapp.handlers:notify_admin"]
+        prefetch = 8
+        tls = { ca = "ca.pem", certificate = "worker-1.pem", key = "worker-1.key" }
+
+        [pool]                  # the local children, as a [pools.NAME] table
+        size = 4
+        max_rss = 536870912
+        sandbox = { address_space = 1073741824, network = false }
+
+    @raise ConfigError: naming C{source}, the key and the problem.
+    """
+
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(f"{source}: {key}: {problem}")
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    for key in data:
+        if key not in ("worker", "pool"):
+            fail(key, "unknown table (known: worker, pool)")
+    worker = _check_table("worker", data.get("worker", {}), _WORKER_KEYS, fail)
+    handlers = worker.get("handlers", [])
+    for index, name in enumerate(handlers):
+        if not isinstance(name, str) or not HANDLER_NAME.match(name):
+            fail(
+                f"worker.handlers[{index}]",
+                f"{name!r} is not 'package.module:attribute'",
+            )
+    if "prefetch" in worker and worker["prefetch"] < 1:
+        fail("worker.prefetch", f"must be at least 1, not {worker['prefetch']!r}")
+    if "amqp" in worker:
+        _check_tls("worker", worker["amqp"], worker.get("tls"), fail)
+    elif "tls" in worker:
+        _check_table("worker.tls", worker["tls"], _AMQP_TLS_KEYS, fail)
+    _check_namespace("worker", worker, fail)
+    pool = _check_table("pool", data.get("pool", {}), _POOL_KEYS, fail)
+    _check_local_pool("pool", pool, fail)
+    return WorkerConfig(
+        amqp=worker.get("amqp"),
+        namespace=worker.get("namespace", "actordispatch"),
+        handlers=tuple(handlers),
+        prefetch=worker.get("prefetch"),
+        name=worker.get("name"),
+        tls=worker.get("tls"),
+        pool=pool,
+        source=source,
+    )
+
+
+def load_worker_config(path: str | Path) -> WorkerConfig:
+    """
+    Read and check the worker host configuration file at C{path}.
+
+    @raise ConfigError: naming the file, the key and the problem.
+    """
+    return parse_worker_config(_read(path), str(path))

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._config import ConfigError, ServiceConfig
+from actordispatch._config import ConfigError, ServiceConfig, pool_arguments
 from actordispatch._dispatcher import EventDispatcher
 from actordispatch._pool import AmpoulePool
 
@@ -26,7 +26,7 @@ def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatc
     A dispatcher with the pools a configuration declares (handlers not yet
     registered).
     """
-    default = AmpoulePool(**_pool_arguments(config.pools["default"]), reactor=reactor)
+    default = AmpoulePool(**pool_arguments(config.pools["default"]), reactor=reactor)
     dispatcher = EventDispatcher(**config.dispatcher, reactor=reactor, pool=default)
     for name, settings in config.pools.items():
         if name != "default":
@@ -36,7 +36,7 @@ def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatc
 
 def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
     if "amqp" not in settings:
-        return AmpoulePool(**_pool_arguments(settings), reactor=reactor)
+        return AmpoulePool(**pool_arguments(settings), reactor=reactor)
     from actordispatch._amqp_link import ClientTLS
     from actordispatch._amqp_pool import AMQPPool
 
@@ -50,16 +50,6 @@ def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
         reactor=reactor,
         **arguments,
     )
-
-
-def _pool_arguments(settings: dict[str, Any]) -> dict[str, Any]:
-    arguments = dict(settings)
-    sandbox = arguments.pop("sandbox", None)
-    if sandbox is not None:
-        from actordispatch._sandbox import SandboxProfile
-
-        arguments["sandbox"] = SandboxProfile(**sandbox)
-    return arguments
 
 
 class DispatcherService(Service):

@@ -267,3 +267,51 @@ class BadConfigTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             parse_config(remote + 'amqp = "amqp://u:hunter2@x:bad/"\n')
         self.assertNotIn("hunter2", str(caught.exception))
+
+
+class WorkerConfigTests(SynchronousTestCase):
+    def test_parsed(self) -> None:
+        """
+        A worker configuration gives the broker, namespace, handlers,
+        prefetch and name, and a C{[pool]} table with the keys of a local
+        pool (its sandbox included).
+        """
+        from actordispatch._config import parse_worker_config, pool_arguments
+        from actordispatch._sandbox import SandboxProfile
+
+        config = parse_worker_config(
+            '[worker]\namqp = "amqp://x/"\nnamespace = "app"\n'
+            'handlers = ["a.b:c"]\nprefetch = 4\nname = "w1"\n'
+            "[pool]\nsize = 3\n[pool.sandbox]\nno_new_privs = true\n"
+        )
+        self.assertEqual(
+            (config.amqp, config.namespace, config.handlers, config.prefetch),
+            ("amqp://x/", "app", ("a.b:c",), 4),
+        )
+        self.assertEqual(
+            pool_arguments(config.pool),
+            {"size": 3, "sandbox": SandboxProfile(no_new_privs=True)},
+        )
+        empty = parse_worker_config("")
+        self.assertEqual((empty.amqp, empty.handlers, empty.pool), (None, (), {}))
+
+    def test_mistakes(self) -> None:
+        """
+        Each mistake names the key: unknown tables and keys, bad handler
+        names, prefetch below 1, a bad URL or namespace, bad pool settings.
+        """
+        from actordispatch._config import parse_worker_config
+
+        for text, key in [
+            ("[surprise]\n", "surprise"),
+            ("[worker]\ncolour = 1\n", "worker.colour"),
+            ('[worker]\nhandlers = ["nope"]\n', "worker.handlers[0]"),
+            ("[worker]\nprefetch = 0\n", "worker.prefetch"),
+            ('[worker]\namqp = "http://x"\n', "worker.amqp"),
+            ('[worker]\nnamespace = "amq.x"\n', "worker.namespace"),
+            ("[pool]\nsize = 0\n", "pool.size"),
+            ("[pool.sandbox]\nno_such_layer = true\n", "pool.sandbox"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse_worker_config(text, "w.toml")
+            self.assertIn(f"w.toml: {key}", str(caught.exception))

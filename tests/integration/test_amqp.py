@@ -185,10 +185,11 @@ class AMQPTestCase(TestCase):
         self.handlers.add(handler)
         return await dispatcher.add_event_handler(handler, phase, pool="remote", **spec)
 
-    def spawn_host(self, handlers: list[str]) -> tuple[Any, Collector]:
+    def spawn_host(self, handlers: list[str], *arguments: str) -> tuple[Any, Collector]:
         """
         A worker host in a process of its own (C{python -m actordispatch
-        worker}), with the broker URL in its environment.
+        worker}) with one child, taking one message at a time (unless
+        C{arguments} say otherwise), the broker URL in its environment.
         """
         self.handlers.update(handlers)
         collector = Collector()
@@ -211,6 +212,7 @@ class AMQPTestCase(TestCase):
                 "1",
                 "--prefetch",
                 "1",
+                *arguments,
                 "--handlers",
                 *handlers,
             ],
@@ -430,6 +432,26 @@ class HostFailureTests(AMQPTestCase):
         self.assertTrue(set(pids) & set(first.pool.child_pids()))
         self.assertTrue(set(pids) & set(second.pool.child_pids()))
         self.assertEqual(first.answered + second.answered, 16)
+
+    @deferred_test
+    async def test_worker_configuration(self) -> None:
+        """
+        C{actordispatch worker --config} gives the host's children the limits
+        and environment of its C{[pool]} table (here: an environment variable
+        the handler sees).
+        """
+        config = Path(tempfile.mkdtemp()) / "worker.toml"
+        config.write_text(
+            '[worker]\nname = "host-from-config"\n'
+            '[pool]\nsize = 2\nchild_env = { FROM_WORKER_CONFIG = "1" }\n'
+            "[pool.sandbox]\ncore_dumps = false\n"
+        )
+        self.spawn_host([f"{HANDLERS}:environment"], "--config", str(config))
+        dispatcher = await self.dispatcher(self.pool())
+        await self.add(dispatcher, "environment", "during", kind="a")
+        (outcome,) = (await dispatcher.fire_event({}, kind="a")).outcomes
+        self.assertEqual(outcome.status, "ok")
+        self.assertIn("FROM_WORKER_CONFIG", outcome.value)
 
     @deferred_test
     async def test_worker_command_refuses_unknown_handler(self) -> None:
