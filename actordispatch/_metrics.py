@@ -73,10 +73,28 @@ class DispatcherCollector(Collector):
         gauge = GaugeMetricFamily(
             "actordispatch_children", "Live child processes per pool.", labels=["pool"]
         )
+        up = GaugeMetricFamily(
+            "actordispatch_pool_up",
+            "Whether a pool that reaches its workers over a connection (a broker) "
+            "has it now.",
+            labels=["pool"],
+        )
+        ignored = CounterMetricFamily(
+            "actordispatch_pool_ignored_replies",
+            "Replies no invocation was waiting for (duplicates after a "
+            "redelivery, replies after a timeout).",
+            labels=["pool"],
+        )
         for name, pool in self._dispatcher.pools().items():
             pids = getattr(pool, "child_pids", None)
             gauge.add_metric([name], len(pids()) if callable(pids) else 0)
+            if isinstance(getattr(pool, "up", None), bool):
+                up.add_metric([name], int(pool.up))
+            if isinstance(getattr(pool, "ignored_replies", None), int):
+                ignored.add_metric([name], pool.ignored_replies)
         yield gauge
+        yield up
+        yield ignored
 
 
 def metrics_registry(dispatcher: Any) -> CollectorRegistry:
