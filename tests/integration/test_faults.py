@@ -562,3 +562,48 @@ class ParentDeathTests(FaultTestCase):
         while any(alive(p) for p in children) and time.monotonic() < deadline:
             yield deferLater(reactor, 0.05, lambda: None)
         self.assertEqual([p for p in children if alive(p)], [])
+
+
+class BootFailureTests(FaultTestCase):
+    @defer.inlineCallbacks
+    def test_children_that_die_while_booting(self) -> Any:
+        """
+        A child that dies while it boots (here: its C{children} package raises
+        at import) counts as a boot failure: the pool logs each one and
+        respawns with a growing delay, and once C{max_boot_failures} have
+        happened in a row, a handler check waiting for a child fails at once,
+        saying why, instead of waiting for ever; nothing is left behind.
+        """
+        import shutil
+        import tempfile
+
+        from twisted.logger import globalLogPublisher
+
+        from actordispatch import HandlerImportError
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        os.mkdir(os.path.join(directory, "children"))
+        with open(os.path.join(directory, "children", "__init__.py"), "w") as init:
+            init.write("raise SystemExit(7)\n")
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        pool = self.pool(
+            size=1,
+            max_boot_failures=3,
+            child_env={"PYTHONSAFEPATH": "1", "PYTHONPATH": directory},
+        )
+        d = self.dispatcher(pool)
+        d.start().addErrback(lambda _: None)
+        registered = d.add_event_handler("tests.integration.handlers:pid", "during")
+        failure = yield self.assertFailure(registered, HandlerImportError)
+        self.assertIn("children keep dying while booting", str(failure))
+        self.assertIn("exit code 7", str(failure))
+        boots = [
+            event
+            for event in logged
+            if "died while booting" in event.get("log_format", "")
+        ]
+        self.assertGreaterEqual(len(boots), 3)
+        self.assertEqual([event["count"] for event in boots[:3]], [1, 2, 3])
