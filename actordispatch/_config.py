@@ -79,6 +79,7 @@ _DISPATCHER_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 _POOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "size": int,
+    "standby": int,
     "default_timeout": (int, float),
     "max_batch": int,
     "max_batch_bytes": int,
@@ -199,6 +200,8 @@ def _check_local_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
     for key in ("size", "max_batch"):
         if key in pool and pool[key] < 1:
             fail(f"{where}.{key}", f"must be at least 1, not {pool[key]!r}")
+    if pool.get("standby", 0) < 0:
+        fail(f"{where}.standby", f"must be 0 or more, not {pool['standby']!r}")
     for key in ("default_timeout", "kill_grace"):
         if key in pool and pool[key] <= 0:
             fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")

@@ -104,6 +104,7 @@ class FaultTestCase(TestCase):
             pool = d.pools()["default"]
             if isinstance(pool, AmpoulePool):
                 self.pids.update(pool.child_pids())
+                self.pids.update(pool.standby_pids())
             yield d.stop(drain_timeout=10)
         # Children are reaped: none left behind, no descriptor kept.
         deadline = time.monotonic() + 5
@@ -607,3 +608,38 @@ class BootFailureTests(FaultTestCase):
         ]
         self.assertGreaterEqual(len(boots), 3)
         self.assertEqual([event["count"] for event in boots[:3]], [1, 2, 3])
+
+
+class StandbyTests(FaultTestCase):
+    @defer.inlineCallbacks
+    def test_standby_takes_over(self) -> Any:
+        """
+        A pool of one child keeps a booted standby child: when the serving
+        child crashes, the standby serves the next event (it is the one that
+        was standing by) and a new standby boots; with C{standby=0} none is
+        kept.
+        """
+        pool = self.pool(size=1)
+        d = self.dispatcher(pool)
+        yield d.start()
+        yield d.add_event_handler(F + "pid", "during", kind="live")
+        yield d.add_event_handler(F + "exit_at", "during", kind="die")
+        yield d.fire_event({}, kind="live")
+        for _ in range(100):
+            if pool.standby_pids():
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        (spare,) = pool.standby_pids()
+        (serving,) = pool.child_pids()
+        self.pids.update({spare, serving})
+        crashed = yield d.fire_event({"n": 1, "at": 1}, kind="die")
+        self.assertEqual(crashed.outcomes[0].status, "crashed")
+        after = yield d.fire_event({}, kind="live")
+        self.assertEqual(after.outcomes[0].value, spare)
+        for _ in range(100):
+            if pool.standby_pids():
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertNotIn(pool.standby_pids()[0], (spare, serving))
+        self.assertEqual(self.pool(size=1, standby=0).standby, 0)
+        self.assertRaises(ValueError, self.pool, standby=-1)
