@@ -388,6 +388,19 @@ class AMQPPool:
             self._flush_call = self._reactor.callLater(0, self._flush)
         return done
 
+    def invoke_many(
+        self, invocations: list[Invocation]
+    ) -> list[Deferred[HandlerOutcome]]:
+        """
+        Publish a phase's invocations now, in one message per event and phase
+        (no wait for the end of the reactor's turn).
+        """
+        started = [self.invoke(invocation) for invocation in invocations]
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+            self._flush()
+        return started
+
     def _flush(self) -> None:
         self._flush_call = None
         batch, self._batch = self._batch, {}

@@ -783,6 +783,7 @@ class EventDispatcher:
             self._skip_after_failure and any(not o.ok for o in delivery.outcomes)
         )
         run = _PhaseRun(delivery, [None] * len(planned), len(planned))
+        sends: dict[str, list[tuple[int, Registration, Invocation]]] = {}
         if self._trace:
             _log.debug(
                 "event {event} phase {phase}: starting {count} handler(s)",
@@ -817,9 +818,22 @@ class EventDispatcher:
                     invocation,
                 )
                 continue
-            self._pools[registration.pool].invoke(invocation).addBoth(
-                self._settled, run, slot, registration, invocation
+            sends.setdefault(registration.pool, []).append(
+                (slot, registration, invocation)
             )
+        for name, items in sends.items():
+            pool = self._pools[name]
+            # Pools that can take a phase's invocations together batch them.
+            invoke_many = getattr(pool, "invoke_many", None)
+            started = (
+                invoke_many([invocation for _, _, invocation in items])
+                if callable(invoke_many)
+                else [pool.invoke(invocation) for _, _, invocation in items]
+            )
+            for (slot, registration, invocation), done in zip(
+                items, started, strict=True
+            ):
+                done.addBoth(self._settled, run, slot, registration, invocation)
 
     def _settled(
         self,

@@ -32,7 +32,7 @@ import json
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from time import monotonic
 from typing import Any
 
@@ -174,6 +174,7 @@ class AmpoulePool:
     _children: dict[int, Child] = field(factory=dict, init=False)
     _idle: deque[Child] = field(factory=deque, init=False)
     _spares: deque[Child] = field(factory=deque, init=False)
+    _holding: int = field(default=0, init=False)
     _queue: deque[_Pending | _PendingCheck] = field(factory=deque, init=False)
     _running: bool = field(default=False, init=False)
     _numbers: Any = field(factory=lambda: itertools.count(1), init=False)
@@ -622,6 +623,24 @@ class AmpoulePool:
         self._pump()
         return done
 
+    def invoke_many(
+        self, invocations: Sequence[Invocation]
+    ) -> list[Deferred[HandlerOutcome]]:
+        """
+        Run several invocations (a phase's, handed over together), sharing
+        them out among the idle children in batches instead of sending the
+        first ones alone as they come.
+
+        @return: one Deferred per invocation, in order, as L{invoke} gives.
+        """
+        self._holding += 1
+        try:
+            started = [self.invoke(invocation) for invocation in invocations]
+        finally:
+            self._holding -= 1
+        self._pump()
+        return started
+
     def _blocked(self, invocation: Invocation) -> HandlerOutcome | None:
         left = self._quarantine.remaining(invocation.handler)
         if left is None:
@@ -636,7 +655,12 @@ class AmpoulePool:
         )
 
     def _pump(self) -> None:
+        if self._holding:
+            return  # the work arriving now is sent together once it is all in
         while self._idle and self._queue:
+            # An even share of what waits for each idle child, so that several
+            # idle children split a burst rather than the first taking it all.
+            share = min(self.max_batch, -(-len(self._queue) // len(self._idle)))
             child = self._idle.popleft()
             head = self._queue.popleft()
             if isinstance(head, _PendingCheck):
@@ -656,7 +680,7 @@ class AmpoulePool:
                 item = None
                 if (
                     self._queue
-                    and len(batch) < self.max_batch
+                    and len(batch) < share
                     and size < self.max_batch_bytes
                     and isinstance(self._queue[0], _Pending)
                 ):
@@ -852,12 +876,20 @@ class AmpoulePool:
         batch.settled = True
         self._cancel(batch.deadline)
         pid = child.pid
-        for pending, record in zip(batch.items, records, strict=False):
-            handler = pending.invocation.handler
-            self._quarantine.settle(handler)
-            if handler not in self._warm:
-                self._proven(handler)
-            pending.done.callback(_outcome_from_record(pending.invocation, record, pid))
+        # What these outcomes set off (next phases, next events) is queued
+        # while they are delivered, then sent in batches by _done_with's pump.
+        self._holding += 1
+        try:
+            for pending, record in zip(batch.items, records, strict=False):
+                handler = pending.invocation.handler
+                self._quarantine.settle(handler)
+                if handler not in self._warm:
+                    self._proven(handler)
+                pending.done.callback(
+                    _outcome_from_record(pending.invocation, record, pid)
+                )
+        finally:
+            self._holding -= 1
         unstarted = batch.items[len(records) :]
         self._queue.extendleft(reversed(unstarted))
         rss = answer.get("rss")
@@ -865,6 +897,7 @@ class AmpoulePool:
             self.max_rss is not None and isinstance(rss, int) and rss > self.max_rss
         )
         self._done_with(child, "recycle" if recycle else None)
+        self._pump()  # what the outcomes queued, even if this child is done
 
     def _done_with(self, child: Child, why: str | None) -> None:
         child.work = None

@@ -334,6 +334,31 @@ class IsolationTests(RealChildrenTestCase):
         self.assertNotEqual(before.outcomes[0].value, after.outcomes[0].value)
 
 
+class BatchingTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_phase_shared_out_in_batches(self) -> Any:
+        """
+        A phase's invocations are handed to the pool together and shared out
+        evenly: 20 handlers matching one event, with two idle children, go in
+        two AMP calls of 10 (not one alone, another alone, then the rest).
+        """
+        from actordispatch import AmpoulePool
+
+        pool = AmpoulePool(size=2, standby=0)
+        d = self.dispatcher(pool=pool)
+        yield d.start()
+        for _ in range(20):
+            yield d.add_event_handler(H + "pid", "during")
+        warm = yield d.fire_event({})
+        self.assertTrue(warm.ok)
+        before = next(pool._seqs)
+        result = yield d.fire_event({})
+        self.assertTrue(result.ok)
+        self.assertEqual(next(pool._seqs) - before - 1, 2)
+        pids = [o.pid for o in result.outcomes]
+        self.assertEqual(sorted(pids.count(pid) for pid in set(pids)), [10, 10])
+
+
 class DemoTests(TestCase):
     timeout = 60
 
