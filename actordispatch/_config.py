@@ -47,9 +47,9 @@ wrong, before anything starts.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from attrs import field, frozen
 
@@ -252,14 +252,15 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
             fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
 
 
-def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
+def _load_tables(
+    text: str, source: str, tables: tuple[str, ...]
+) -> tuple[dict[str, Any], Callable[[str, str], NoReturn]]:
     """
-    Check a configuration given as TOML text.
-
-    @raise ConfigError: naming C{source}, the key and the problem.
+    The TOML document in C{text}, whose top-level tables must be among
+    C{tables}, and the function that reports a mistake in it.
     """
 
-    def fail(key: str, problem: str) -> None:
+    def fail(key: str, problem: str) -> NoReturn:
         raise ConfigError(f"{source}: {key}: {problem}")
 
     try:
@@ -267,11 +268,21 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
     for key in data:
-        if key not in ("dispatcher", "pools", "handlers", "listen", "metrics"):
-            fail(
-                key,
-                "unknown table (known: dispatcher, pools, handlers, listen, metrics)",
-            )
+        if key not in tables:
+            fail(key, f"unknown table (known: {', '.join(tables)})")
+    return data, fail
+
+
+def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
+    """
+    Check a configuration given as TOML text.
+
+    @raise ConfigError: naming C{source}, the key and the problem.
+    """
+
+    data, fail = _load_tables(
+        text, source, ("dispatcher", "pools", "handlers", "listen", "metrics")
+    )
 
     dispatcher = _check_table(
         "dispatcher", data.get("dispatcher", {}), _DISPATCHER_KEYS, fail
@@ -452,21 +463,12 @@ def parse_worker_config(text: str, source: str = "<config>") -> WorkerConfig:
         [pool]                  # the local children, as a [pools.NAME] table
         size = 4
         max_rss = 536870912
-        sandbox = { address_space = 1073741824, network = false }
+        sandbox = { address_space = 1073741824, deny_network = true }
 
     @raise ConfigError: naming C{source}, the key and the problem.
     """
 
-    def fail(key: str, problem: str) -> None:
-        raise ConfigError(f"{source}: {key}: {problem}")
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    for key in data:
-        if key not in ("worker", "pool"):
-            fail(key, "unknown table (known: worker, pool)")
+    data, fail = _load_tables(text, source, ("worker", "pool"))
     worker = _check_table("worker", data.get("worker", {}), _WORKER_KEYS, fail)
     handlers = worker.get("handlers", [])
     for index, name in enumerate(handlers):
