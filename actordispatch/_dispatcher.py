@@ -340,9 +340,13 @@ class EventDispatcher:
         @return: a Deferred firing with the handler's id (never reused).  For a
             callable it fires at once; for a name, once a child has imported it
             (the children start on the first such check, if not started yet),
-            failing with L{HandlerImportError} if it cannot.
+            failing with L{HandlerImportError} if it cannot.  On a pool that
+            routes by spec itself (an L{IRoutedPool}, such as the AMQP pool),
+            once the route is bound, failing with L{BrokerUnavailableError}
+            if the broker cannot be reached.
         @raise ValueError: at once, for an unknown phase or keyword, an
-            unhashable value, bad options, or a callable a child cannot import.
+            unhashable value, bad options, a callable a child cannot import, or
+            a spec its routed pool cannot route.
         """
         if phase not in self.phases:
             raise ValueError(f"unknown phase {phase!r}; phases are {self.phases!r}")
