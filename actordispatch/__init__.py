@@ -28,6 +28,7 @@ from actordispatch._external import (
     listen,
 )
 from actordispatch._invocation import Invocation
+from actordispatch._match import Absent, Glob, In, Not, Present
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import HandlerInfo
 from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
@@ -37,6 +38,7 @@ from actordispatch._service import DispatcherService
 __all__ = [
     "STATUSES",
     "AMQPPool",
+    "Absent",
     "ActorDispatchError",
     "AmpoulePool",
     "BrokerUnavailableError",
@@ -49,13 +51,17 @@ __all__ = [
     "EventDispatcher",
     "EventEncodingError",
     "EventTooLargeError",
+    "Glob",
     "HandlerImportError",
     "HandlerInfo",
     "HandlerOutcome",
+    "In",
     "InsecureEndpointError",
     "Invocation",
+    "Not",
     "NotRunningError",
     "OverloadedError",
+    "Present",
     "ProtocolError",
     "RemotePool",
     "SandboxProfile",

@@ -13,14 +13,144 @@ values.  Routing an event costs one dictionary lookup per shape (at most
 themselves, however many handlers are registered.  Nothing is stored per fired
 value, so the index never grows from the events that pass through it.
 
+Beyond equality, a keyword can be constrained by an operator: L{In}, L{Not},
+L{Glob}, L{Present} and L{Absent}.  C{In} is compiled into the index as several
+equality entries, so it routes as fast as equality; the other operators are
+checked only on the handlers the equality part of their spec already selected
+(a spec of operators alone is checked for every event).  Every operator but
+C{Absent} requires the keyword to be present in the event, as equality does.
+
 This module is pure: no Twisted, no I/O.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Iterable, Mapping
+from fnmatch import fnmatchcase
+from typing import Any
 
 from attrs import field, frozen
+
+#: How many equality entries an C{In} spec may expand to in the index (more are
+#: checked per event instead).
+MAX_EXPANSION = 1024
+
+_MISSING: Any = object()
+
+
+def _hashable(value: object, what: str) -> Hashable:
+    try:
+        hash(value)
+    except TypeError:
+        raise ValueError(f"{what} must be hashable, got {value!r}") from None
+    return value
+
+
+class Operator:
+    """
+    A constraint on one keyword other than equality.
+    """
+
+    def accepts(self, value: object) -> bool:
+        """
+        Whether an event whose keyword has C{value} (L{_MISSING} when the event
+        lacks the keyword) passes.
+        """
+        raise NotImplementedError
+
+
+@frozen(repr=False, init=False)
+class In(Operator):
+    """
+    The keyword is present and equal to one of C{values}: C{In("a", "b")}.
+    """
+
+    values: frozenset[Hashable]
+
+    def __init__(self, *values: Hashable) -> None:
+        if not values:
+            raise ValueError("In() needs at least one value")
+        for value in values:
+            if isinstance(value, Operator):
+                raise ValueError(f"In() takes values, not operators: {value!r}")
+            _hashable(value, "an In() value")
+        self.__attrs_init__(frozenset(values))
+
+    def accepts(self, value: object) -> bool:
+        return value is not _MISSING and value in self.values
+
+    def __repr__(self) -> str:
+        return f"In({', '.join(sorted(map(repr, self.values)))})"
+
+
+@frozen(repr=False)
+class Glob(Operator):
+    """
+    The keyword is present, a string, and matches the shell-style C{pattern}
+    (C{*}, C{?}, C{[seq]}; case-sensitive): C{Glob("user_*")}.
+    """
+
+    pattern: str
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.pattern, str):
+            raise ValueError(f"Glob() takes a string pattern, not {self.pattern!r}")
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, str) and fnmatchcase(value, self.pattern)
+
+    def __repr__(self) -> str:
+        return f"Glob({self.pattern!r})"
+
+
+@frozen(repr=False)
+class Not(Operator):
+    """
+    The keyword is present and does not equal C{value} (or, given an operator,
+    does not pass it): C{Not("guest")}, C{Not(Glob("tmp_*"))}.
+    """
+
+    value: Hashable
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.value, _Presence):
+            raise ValueError(
+                f"Not({self.value!r}) is not allowed: use "
+                f"{'Absent' if self.value is Present else 'Present'}"
+            )
+        if self.value is None:
+            raise ValueError("Not(None) is not allowed: None means no constraint")
+        _hashable(self.value, "a Not() value")
+
+    def accepts(self, value: object) -> bool:
+        return value is not _MISSING and not _accepts(self.value, value)
+
+    def __repr__(self) -> str:
+        return f"Not({self.value!r})"
+
+
+@frozen(repr=False)
+class _Presence(Operator):
+    present: bool
+
+    def accepts(self, value: object) -> bool:
+        return (value is not _MISSING) == self.present
+
+    def __repr__(self) -> str:
+        return "Present" if self.present else "Absent"
+
+
+#: The keyword is in the event, whatever its value.
+Present = _Presence(True)
+#: The keyword is not in the event.
+Absent = _Presence(False)
+
+
+def _accepts(constraint: object, value: object) -> bool:
+    if isinstance(constraint, Operator):
+        return constraint.accepts(value)
+    return value is not _MISSING and value == constraint
 
 
 def _constrained(keywords: Mapping[str, object]) -> tuple[tuple[str, Hashable], ...]:
@@ -28,13 +158,12 @@ def _constrained(keywords: Mapping[str, object]) -> tuple[tuple[str, Hashable], 
     for name, value in sorted(keywords.items()):
         if value is None:
             continue
-        try:
-            hash(value)
-        except TypeError:
+        if isinstance(value, type) and issubclass(value, Operator):
             raise ValueError(
-                f"match spec value for {name!r} must be hashable, got {value!r}"
-            ) from None
-        items.append((name, value))
+                f"match spec value for {name!r} is the class {value.__name__}: "
+                f"call it ({value.__name__}(...))"
+            )
+        items.append((name, _hashable(value, f"match spec value for {name!r}")))
     return tuple(items)
 
 
@@ -77,10 +206,45 @@ class MatchSpec:
         Whether an event fired with C{keywords} matches this spec.  This is the
         reference definition; the index must agree with it.
         """
-        missing = object()
         return all(
-            keywords.get(name, missing) == value for name, value in self.constraints
+            _accepts(value, keywords.get(name, _MISSING))
+            for name, value in self.constraints
         )
+
+    def _compiled(
+        self,
+    ) -> tuple[
+        tuple[str, ...], list[tuple[Hashable, ...]], tuple[tuple[str, Any], ...]
+    ]:
+        """
+        How the index holds this spec: the keywords it looks up, the value
+        tuples under which it is found, and the constraints left to check on
+        each event.
+        """
+        shape: list[str] = []
+        choices: list[tuple[Hashable, ...]] = []
+        residual: list[tuple[str, Any]] = []
+        for name, value in self.constraints:
+            if not isinstance(value, Operator):
+                shape.append(name)
+                choices.append((value,))
+            elif isinstance(value, In):
+                shape.append(name)
+                choices.append(tuple(value.values))
+            else:
+                residual.append((name, value))
+        expansions = 1
+        for options in choices:
+            expansions *= len(options)
+        if expansions > MAX_EXPANSION:
+            # Too many combinations: index the equalities, check the In()s.
+            kept = [i for i, options in enumerate(choices) if len(options) == 1]
+            residual += [
+                (shape[i], In(*choices[i])) for i in range(len(shape)) if i not in kept
+            ]
+            shape = [shape[i] for i in kept]
+            choices = [choices[i] for i in kept]
+        return tuple(shape), list(itertools.product(*choices)), tuple(residual)
 
 
 class RoutingIndex:
@@ -94,6 +258,8 @@ class RoutingIndex:
             tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]
         ]
         self._by_shape = {}
+        # handler_id -> the operator constraints its candidates must pass
+        self._residual: dict[int, tuple[tuple[str, Any], ...]] = {}
 
     def __len__(self) -> int:
         return sum(
@@ -104,25 +270,32 @@ class RoutingIndex:
         """
         Index C{handler_id} under C{spec}.
         """
-        table = self._by_shape.setdefault(spec.shape, {})
-        table.setdefault(spec.values, {})[handler_id] = None
+        shape, keys, residual = spec._compiled()
+        table = self._by_shape.setdefault(shape, {})
+        for key in keys:
+            table.setdefault(key, {})[handler_id] = None
+        if residual:
+            self._residual[handler_id] = residual
 
     def discard(self, handler_id: int, spec: MatchSpec) -> None:
         """
         Forget C{handler_id}, dropping any table left empty so that removed
         handlers leave nothing behind.
         """
-        table = self._by_shape.get(spec.shape)
+        shape, keys, _ = spec._compiled()
+        self._residual.pop(handler_id, None)
+        table = self._by_shape.get(shape)
         if table is None:
             return
-        ids = table.get(spec.values)
-        if ids is None:
-            return
-        ids.pop(handler_id, None)
-        if not ids:
-            del table[spec.values]
-            if not table:
-                del self._by_shape[spec.shape]
+        for key in keys:
+            ids = table.get(key)
+            if ids is None:
+                continue
+            ids.pop(handler_id, None)
+            if not ids:
+                del table[key]
+        if not table:
+            del self._by_shape[shape]
 
     def match(self, keywords: Mapping[str, Hashable]) -> list[int]:
         """
@@ -140,6 +313,17 @@ class RoutingIndex:
             ids = table.get(key)
             if ids:
                 found.extend(ids)
+        if self._residual and found:
+            residual = self._residual
+            found = [
+                handler_id
+                for handler_id in found
+                if handler_id not in residual
+                or all(
+                    op.accepts(keywords.get(name, _MISSING))
+                    for name, op in residual[handler_id]
+                )
+            ]
         if len(found) > 1:
             found.sort()
         return found

@@ -96,6 +96,12 @@ class HeaderTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as caught:
             binding_arguments("during", MatchSpec.from_keywords({"user": (1, 2)}))
         self.assertIn("'user'", str(caught.exception))
+        from actordispatch import Glob, In
+
+        for operator in (In("a", "b"), Glob("a*")):
+            with self.assertRaises(ValueError) as caught:
+                binding_arguments("during", MatchSpec.from_keywords({"user": operator}))
+            self.assertIn("cannot be routed by an AMQP pool", str(caught.exception))
 
     def test_names(self) -> None:
         """

@@ -7,8 +7,11 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from actordispatch import Absent, Glob, In, Not, Present
 from actordispatch._match import MatchSpec, RoutingIndex
 
 
@@ -277,3 +280,128 @@ def random_keywords(rng: random.Random) -> dict[str, Hashable]:
     if rng.random() < 0.1:
         keywords["other"] = rng.choice(VALUES)
     return keywords
+
+
+# --- operators ---------------------------------------------------------------------
+
+_OP_KEYWORDS = ("a", "b", "c")
+_VALUES = st.sampled_from(["x", "y", "xy", "ab", 1, 2, 1.0, True, ("t",)])
+_PATTERNS = st.sampled_from(["x*", "?y", "[ax]*", "*", "ab"])
+_plain = _VALUES | st.builds(Glob, _PATTERNS)
+_constraints = st.one_of(
+    _VALUES,
+    st.lists(_VALUES, min_size=1, max_size=3).map(lambda vs: In(*vs)),
+    st.builds(Glob, _PATTERNS),
+    st.builds(Not, _plain),
+    st.sampled_from([Present, Absent, None]),
+)
+_specs = st.dictionaries(st.sampled_from(_OP_KEYWORDS), _constraints, max_size=3)
+_events = st.dictionaries(st.sampled_from(_OP_KEYWORDS), _VALUES, max_size=3)
+
+
+class OperatorTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_specs, max_size=12), st.lists(_events, min_size=1, max_size=8))
+    def test_index_agrees_with_a_linear_scan(
+        self, specs: list[dict[str, object]], events: list[dict[str, object]]
+    ) -> None:
+        """
+        For random specs mixing equality and every operator, and random
+        events, the index selects exactly the specs a linear scan of
+        C{MatchSpec.matches} selects; after removing half of them, likewise,
+        and nothing is left once all are removed.
+        """
+        index = RoutingIndex()
+        compiled = [MatchSpec.from_keywords(spec) for spec in specs]
+        for handler_id, spec in enumerate(compiled):
+            index.add(handler_id, spec)
+        for event in events:
+            expected = [i for i, spec in enumerate(compiled) if spec.matches(event)]
+            self.assertEqual(index.match(event), expected)
+        for handler_id in range(0, len(compiled), 2):
+            index.discard(handler_id, compiled[handler_id])
+        for event in events:
+            expected = [
+                i for i, spec in enumerate(compiled) if i % 2 and spec.matches(event)
+            ]
+            self.assertEqual(index.match(event), expected)
+        for handler_id in range(1, len(compiled), 2):
+            index.discard(handler_id, compiled[handler_id])
+        self.assertEqual((len(index), list(index.shapes())), (0, []))
+
+    def test_semantics(self) -> None:
+        """
+        Each operator, and C{Not} of one, against present and absent keywords:
+        only C{Absent} accepts a missing keyword; C{Glob} accepts strings only.
+        """
+        cases = [
+            (In("a", "b"), {"k": "b"}, True),
+            (In("a", "b"), {"k": "c"}, False),
+            (In(1), {"k": True}, True),
+            (In("a"), {}, False),
+            (Not("guest"), {"k": "admin"}, True),
+            (Not("guest"), {"k": "guest"}, False),
+            (Not("guest"), {}, False),
+            (Not(Glob("tmp_*")), {"k": "tmp_1"}, False),
+            (Not(Glob("tmp_*")), {"k": "keep"}, True),
+            (Not(In(1, 2)), {"k": 3}, True),
+            (Glob("user_*"), {"k": "user_bob"}, True),
+            (Glob("user_*"), {"k": "User_bob"}, False),
+            (Glob("1*"), {"k": 12}, False),
+            (Present, {"k": None}, True),
+            (Present, {}, False),
+            (Absent, {}, True),
+            (Absent, {"k": 0}, False),
+        ]
+        for op, event, expected in cases:
+            spec = MatchSpec.from_keywords({"k": op})
+            index = RoutingIndex()
+            index.add(1, spec)
+            self.assertEqual(spec.matches(event), expected, (op, event))
+            self.assertEqual(index.match(event) == [1], expected, (op, event))
+
+    def test_mistakes(self) -> None:
+        """
+        Bad operators are a C{ValueError} naming the problem: In() with no
+        values or with operators, a Glob of a non-string, Not of a presence
+        test or of None, an unhashable value, an operator class not called.
+        """
+        for make, fragment in [
+            (lambda: In(), "at least one value"),
+            (lambda: In(Glob("x")), "not operators"),
+            (lambda: In([1]), "hashable"),
+            (lambda: Glob(3), "string pattern"),
+            (lambda: Not(Absent), "use Present"),
+            (lambda: Not(Present), "use Absent"),
+            (lambda: Not(None), "no constraint"),
+            (lambda: Not([1]), "hashable"),
+            (lambda: MatchSpec.from_keywords({"k": In}), "call it"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                make()
+            self.assertIn(fragment, str(caught.exception))
+
+    def test_values_and_names(self) -> None:
+        """
+        Operators are values: equal when built alike, hashable, with a repr
+        that reads as the call that built them.
+        """
+        self.assertEqual(In(1, 2), In(2, 1))
+        self.assertEqual(hash(Not(Glob("a*"))), hash(Not(Glob("a*"))))
+        self.assertEqual(repr(Not(In("b", "a"))), "Not(In('a', 'b'))")
+        self.assertEqual((repr(Present), repr(Absent)), ("Present", "Absent"))
+
+    def test_large_in_checked_per_event(self) -> None:
+        """
+        An In() spec that would expand past MAX_EXPANSION entries is still
+        exact: its equalities are indexed and the In()s checked per event.
+        """
+        spec = MatchSpec.from_keywords(
+            {"a": In(*range(100)), "b": In(*range(100)), "c": "x"}
+        )
+        index = RoutingIndex()
+        index.add(7, spec)
+        self.assertEqual(index.match({"a": 5, "b": 99, "c": "x"}), [7])
+        self.assertEqual(index.match({"a": 5, "b": 100, "c": "x"}), [])
+        index.discard(7, spec)
+        self.assertEqual(len(index), 0)

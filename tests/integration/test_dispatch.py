@@ -334,6 +334,40 @@ class IsolationTests(RealChildrenTestCase):
         self.assertNotEqual(before.outcomes[0].value, after.outcomes[0].value)
 
 
+class OperatorTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_operators_route_to_children(self) -> Any:
+        """
+        Handlers registered with operators run in real children for exactly
+        the events their specs accept: In, Not, Glob, Present and Absent.
+        """
+        from actordispatch import Absent, Glob, In, Not, Present
+
+        d = self.dispatcher()
+        yield d.start()
+        ids = {}
+        for name, spec in [
+            ("in", {"role": In("admin", "user")}),
+            ("not", {"role": Not("guest")}),
+            ("glob", {"user": Glob("b*")}),
+            ("present", {"user": Present}),
+            ("absent", {"user": Absent}),
+            ("not_glob", {"user": Not(Glob("b*"))}),
+        ]:
+            handler_id = yield d.add_event_handler(H + "pid", "during", **spec)
+            ids[handler_id] = name
+        expectations = [
+            ({"role": "user", "user": "bob"}, {"in", "not", "glob", "present"}),
+            ({"role": "guest", "user": "ann"}, {"present", "not_glob"}),
+            ({"role": "admin"}, {"in", "not", "absent"}),
+            ({}, {"absent"}),
+        ]
+        for keywords, expected in expectations:
+            result = yield d.fire_event({}, **keywords)
+            self.assertTrue(result.ok, result.failures)
+            self.assertEqual({ids[o.handler_id] for o in result.outcomes}, expected)
+
+
 class BatchingTests(RealChildrenTestCase):
     @defer.inlineCallbacks
     def test_phase_shared_out_in_batches(self) -> Any:
