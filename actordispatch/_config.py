@@ -252,6 +252,42 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
             fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
 
 
+def _match_value(where: str, value: Any, fail: Any) -> Any:
+    """
+    A match spec value from TOML: a single value, or an operator as a table of
+    one key: C{{ in = [..] }}, C{{ not = v }}, C{{ glob = "p*" }},
+    C{{ present = true }}, C{{ absent = true }}.
+    """
+    from actordispatch._match import Absent, Glob, In, Not, Present
+
+    if isinstance(value, list):
+        fail(where, f"must be a single value or an operator table, not {value!r}")
+    if not isinstance(value, dict):
+        return value
+    if len(value) != 1:
+        fail(
+            where,
+            "an operator table has exactly one of: in, not, glob, present, absent",
+        )
+    ((name, argument),) = value.items()
+    try:
+        if name == "in" and isinstance(argument, list):
+            return In(*argument)
+        if name == "not":
+            return Not(_match_value(f"{where}.not", argument, fail))
+        if name == "glob":
+            return Glob(argument)
+        if name in ("present", "absent") and argument is True:
+            return Present if name == "present" else Absent
+    except ValueError as e:
+        fail(where, str(e))
+    fail(
+        where,
+        f"unknown operator {name} = {argument!r} (known: in = [..], not = value, "
+        'glob = "pattern", present = true, absent = true)',
+    )
+
+
 def _load_tables(
     text: str, source: str, tables: tuple[str, ...]
 ) -> tuple[dict[str, Any], Callable[[str, str], NoReturn]]:
@@ -358,12 +394,11 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
                 f"{where}.phase",
                 f"unknown phase {entry['phase']!r}; phases are {phases}",
             )
-        match = entry.get("match", {})
+        match = dict(entry.get("match", {}))
         for key, value in match.items():
             if key not in keywords:
                 fail(f"{where}.match.{key}", f"not one of the keywords {keywords}")
-            if isinstance(value, (list, dict)):
-                fail(f"{where}.match.{key}", f"must be a single value, not {value!r}")
+            match[key] = _match_value(f"{where}.match.{key}", value, fail)
         if entry.get("pool", "default") not in pools:
             fail(f"{where}.pool", f"unknown pool {entry['pool']!r}")
         for key in ("max_calls",):

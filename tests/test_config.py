@@ -315,3 +315,40 @@ class WorkerConfigTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as caught:
                 parse_worker_config(text, "w.toml")
             self.assertIn(f"w.toml: {key}", str(caught.exception))
+
+
+class OperatorConfigTests(SynchronousTestCase):
+    def test_operators(self) -> None:
+        """
+        A match value can be an operator table: in, not (of a value or of an
+        operator table), glob, present, absent; mistakes name the key.
+        """
+        from actordispatch import Absent, Glob, In, Not, Present
+
+        head = '[dispatcher]\nkeywords = ["role", "user", "team"]\n'
+        entry = '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\n'
+        config = parse_config(
+            head
+            + entry
+            + 'match = { role = { in = ["admin", "user"] }, '
+            + 'user = { not = { glob = "x*" } }, team = { absent = true } }\n'
+            + entry
+            + "match = { user = { present = true } }\n"
+        )
+        self.assertEqual(
+            config.handlers[0].match,
+            {"role": In("admin", "user"), "user": Not(Glob("x*")), "team": Absent},
+        )
+        self.assertEqual(config.handlers[1].match, {"user": Present})
+        for match, fragment in [
+            ("{ role = [1] }", "single value"),
+            ("{ role = { in = [] } }", "at least one value"),
+            ("{ role = { glob = 3 } }", "string pattern"),
+            ("{ role = { present = false } }", "unknown operator"),
+            ("{ role = { near = 1 } }", "unknown operator"),
+            ("{ role = { in = [1], not = 2 } }", "exactly one"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse_config(head + entry + f"match = {match}\n", "bad.toml")
+            self.assertIn("bad.toml: handlers[0].match.role", str(caught.exception))
+            self.assertIn(fragment, str(caught.exception))
