@@ -119,6 +119,8 @@ _HANDLER_KEYS: dict[str, type | tuple[type, ...]] = {
     "max_calls": int,
     "retries": int,
     "pool": str,
+    "expires": (int, float),
+    "owner": str,
 }
 _LISTEN_KEYS: dict[str, type | tuple[type, ...]] = {
     "endpoints": list,
@@ -406,11 +408,12 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
                 fail(f"{where}.{key}", f"must be at least 1, not {entry[key]!r}")
         if "retries" in entry and entry["retries"] < 0:
             fail(f"{where}.retries", f"must not be negative, not {entry['retries']!r}")
-        if "timeout" in entry and entry["timeout"] <= 0:
-            fail(f"{where}.timeout", f"must be positive, not {entry['timeout']!r}")
+        for key in ("timeout", "expires"):
+            if key in entry and entry[key] <= 0:
+                fail(f"{where}.{key}", f"must be positive, not {entry[key]!r}")
         options: dict[str, Any] = {
             k: entry[k]
-            for k in ("timeout", "max_calls", "retries", "pool")
+            for k in ("timeout", "max_calls", "retries", "pool", "expires", "owner")
             if k in entry
         }
         handlers.append(

@@ -53,7 +53,17 @@ _log = Logger()
 #: Names of C{add_event_handler}'s own parameters and options (and
 #: C{fire_event}'s event), which therefore cannot be match keywords.
 RESERVED_KEYWORDS = frozenset(
-    {"handler", "phase", "max_calls", "timeout", "retries", "pool", "event"}
+    {
+        "handler",
+        "phase",
+        "max_calls",
+        "timeout",
+        "retries",
+        "pool",
+        "event",
+        "expires",
+        "owner",
+    }
 )
 
 
@@ -244,6 +254,7 @@ class EventDispatcher:
         )
         self._registry = HandlerRegistry(self.phases, on_removed=self._unbind)
         self._checking: dict[int, Registration] = {}
+        self._expiries: dict[int, Any] = {}
         self._checks_pending: set[Deferred[Any]] = set()
         self._running = False
         self._stopping: Deferred[None] | None = None
@@ -323,6 +334,8 @@ class EventDispatcher:
         timeout: float | None = None,
         retries: int = 0,
         pool: str = "default",
+        expires: float | None = None,
+        owner: Hashable | None = None,
         **match_spec: Hashable,
     ) -> Deferred[int]:
         """
@@ -334,6 +347,11 @@ class EventDispatcher:
         @param max_calls: run at most this many times, then remove itself.
         @param timeout: seconds the handler may run (default: the pool's).
         @param pool: the name of the pool it runs in (see L{add_pool}).
+        @param expires: remove it this many seconds after registration (events
+            accepted before then still run it: an event's handlers are fixed
+            when it is accepted).
+        @param owner: a hashable token; L{remove_event_handlers} removes every
+            handler registered with it.
         @param retries: run it again, up to this many times, when its child
             crashed or it timed out (never when it raised): it runs at most
             C{1 + retries} times per event, with one outcome, the last.
@@ -365,6 +383,18 @@ class EventDispatcher:
             )
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+        if expires is not None and (
+            isinstance(expires, bool)
+            or not isinstance(expires, (int, float))
+            or not expires > 0
+        ):
+            raise ValueError(
+                f"expires must be a positive number of seconds, not {expires!r}"
+            )
+        try:
+            hash(owner)
+        except TypeError:
+            raise ValueError(f"owner must be hashable, not {owner!r}") from None
         if pool not in self._pools:
             raise ValueError(f"unknown pool {pool!r}; pools are {sorted(self._pools)}")
         name = handler_name(handler)
@@ -382,6 +412,10 @@ class EventDispatcher:
             timeout=None if timeout is None else float(timeout),
             retries=retries,
             pool=pool,
+            expires_at=None
+            if expires is None
+            else self._reactor.seconds() + float(expires),
+            owner=owner,
         )
         if not isinstance(handler, str) and not routed:
             self._register(registration)
@@ -441,15 +475,56 @@ class EventDispatcher:
 
     def _register(self, registration: Registration) -> None:
         self._registry.register(registration)
+        self._schedule_expiry(registration)
         # Pools that can warm their children up (import handlers ahead of the
         # first event) are told what will run there.
         warm = getattr(self._pools[registration.pool], "warm", None)
         if callable(warm):
             warm(registration.handler)
 
+    def _schedule_expiry(self, registration: Registration) -> None:
+        # Timers run only while the dispatcher runs (a stopped one leaves no
+        # delayed call behind); start() schedules them again.
+        if registration.expires_at is None or not self._running:
+            return
+        left = registration.expires_at - self._reactor.seconds()
+        if left <= 0:
+            self._expire(registration.handler_id)
+            return
+        self._expiries[registration.handler_id] = self._reactor.callLater(
+            left, self._expire, registration.handler_id
+        )
+
+    def _expire(self, handler_id: int) -> None:
+        self._expiries.pop(handler_id, None)
+        if handler_id in self._registry:
+            registration = self._registry.remove(handler_id)
+            _log.info(
+                "handler {handler_id} {handler} expired",
+                handler_id=handler_id,
+                handler=registration.handler,
+            )
+
+    def remove_event_handlers(self, *, owner: Hashable) -> Deferred[int]:
+        """
+        Remove every handler registered with C{owner=owner} (also those still
+        being checked), as L{remove_event_handler} removes one.
+
+        @return: a Deferred firing with how many were removed.
+        """
+        ids = [r.handler_id for r in self._registry.registrations() if r.owner == owner]
+        ids += [i for i, r in self._checking.items() if r.owner == owner]
+        for handler_id in ids:
+            self.remove_event_handler(handler_id)
+        return succeed(len(ids))
+
     def _unbind(self, registration: Registration) -> None:
-        # Routed pools learn of every removal: by the user, by max_calls, with
+        # Every removal lands here: by the user, by max_calls, by expiry, with
         # the pool, or while the registration was still being bound.
+        expiry = self._expiries.pop(registration.handler_id, None)
+        if expiry is not None and expiry.active():
+            expiry.cancel()
+        # Routed pools learn of every removal.
         pool = self._pools.get(registration.pool)
         if IRoutedPool.providedBy(pool):
             cast(IRoutedPool, pool).unbind(registration.handler_id)
@@ -541,6 +616,9 @@ class EventDispatcher:
             return fail(ActorDispatchError("stop() has not finished; start() after it"))
         self._running = True
         _log.info("dispatcher starting with phases {phases}", phases=self.phases)
+        for registration in self._registry.registrations():
+            if registration.handler_id not in self._expiries:
+                self._schedule_expiry(registration)
         started = [self._ensure_pool(name) for name in list(self._pools)]
         if len(started) == 1:
             return started[0]
@@ -569,6 +647,10 @@ class EventDispatcher:
         self._running = False
         self._stopping = Deferred()
         done = self._stopping
+        expiries, self._expiries = self._expiries, {}
+        for expiry in expiries.values():
+            if expiry.active():
+                expiry.cancel()
         while self._waiting:
             waiter, _, _ = self._waiting.popleft()
             waiter.errback(

@@ -44,6 +44,10 @@ class Registration:
     timeout: float | None = None
     retries: int = 0
     pool: str = "default"
+    #: the reactor time at which it removes itself (C{expires=}), if any
+    expires_at: float | None = None
+    #: a token naming who registered it, for C{remove_event_handlers(owner=...)}
+    owner: Hashable | None = None
     reserved: int = 0
     settled: int = 0
     removed: bool = False
@@ -79,6 +83,8 @@ class Registration:
             max_calls=self.max_calls,
             timeout=self.timeout,
             retries=self.retries,
+            expires_at=self.expires_at,
+            owner=self.owner,
             calls=self.settled,
             failures=self.failures,
             p50=percentile(0.50),
@@ -99,6 +105,8 @@ class HandlerInfo:
         1,024 outcomes (C{None} before the first).
     @ivar child_pids: the pids of the children of its pool, where the pool has
         children.
+    @ivar expires_at: the reactor time at which it removes itself, if any.
+    @ivar owner: the owner token it was registered with, if any.
     """
 
     handler_id: int
@@ -115,6 +123,8 @@ class HandlerInfo:
     p90: float | None
     p99: float | None
     child_pids: tuple[int, ...] = ()
+    expires_at: float | None = None
+    owner: Hashable | None = None
 
 
 @define

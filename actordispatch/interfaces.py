@@ -66,6 +66,13 @@ class IEventDispatcher(Interface):
         @return: a Deferred firing with C{None}, or failing with C{KeyError}.
         """
 
+    def remove_event_handlers(*, owner: Any) -> Deferred[int]:
+        """
+        Remove every handler registered with C{owner=owner}.
+
+        @return: a Deferred firing with how many were removed.
+        """
+
     def fire_event(event: Any, **keywords: Any) -> Deferred[DispatchResult]:
         """
         Dispatch C{event} to the handlers whose specs match C{keywords}.

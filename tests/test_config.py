@@ -352,3 +352,18 @@ class OperatorConfigTests(SynchronousTestCase):
                 parse_config(head + entry + f"match = {match}\n", "bad.toml")
             self.assertIn("bad.toml: handlers[0].match.role", str(caught.exception))
             self.assertIn(fragment, str(caught.exception))
+
+    def test_lifetimes(self) -> None:
+        """
+        A handler entry takes C{expires} (positive seconds) and C{owner} (a
+        string), passed to C{add_event_handler}.
+        """
+        head = '[dispatcher]\nkeywords = ["role"]\n'
+        entry = '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\n'
+        config = parse_config(head + entry + 'expires = 30\nowner = "plugin-a"\n')
+        self.assertEqual(
+            config.handlers[0].options, {"expires": 30, "owner": "plugin-a"}
+        )
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(head + entry + "expires = 0\n", "bad.toml")
+        self.assertIn("bad.toml: handlers[0].expires", str(caught.exception))

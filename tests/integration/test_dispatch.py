@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Any
 
-from twisted.internet import defer, utils
+from twisted.internet import defer, reactor, utils
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from actordispatch import EventDispatcher, HandlerImportError
@@ -366,6 +367,30 @@ class OperatorTests(RealChildrenTestCase):
             result = yield d.fire_event({}, **keywords)
             self.assertTrue(result.ok, result.failures)
             self.assertEqual({ids[o.handler_id] for o in result.outcomes}, expected)
+
+
+class LifetimeTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_expiry_and_owner_removal(self) -> Any:
+        """
+        With real children: a handler with C{expires=} runs until it expires,
+        then no more; C{remove_event_handlers(owner=...)} removes a plugin's
+        handlers and leaves the others running.
+        """
+        d = self.dispatcher()
+        yield d.start()
+        short = yield d.add_event_handler(H + "pid", "during", expires=0.5)
+        plugin = yield d.add_event_handler(H + "pid", "during", owner="plugin")
+        core = yield d.add_event_handler(H + "pid", "during")
+        first = yield d.fire_event({})
+        self.assertEqual(
+            [o.handler_id for o in first.outcomes if o.ok], [short, plugin, core]
+        )
+        yield deferLater(reactor, 0.6, lambda: None)
+        removed = yield d.remove_event_handlers(owner="plugin")
+        self.assertEqual(removed, 1)
+        later = yield d.fire_event({})
+        self.assertEqual([o.handler_id for o in later.outcomes if o.ok], [core])
 
 
 class BatchingTests(RealChildrenTestCase):
