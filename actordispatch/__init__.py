@@ -30,7 +30,7 @@ from actordispatch._external import (
 from actordispatch._invocation import Invocation
 from actordispatch._match import Absent, Glob, In, Not, Present
 from actordispatch._pool import AmpoulePool
-from actordispatch._registry import HandlerInfo
+from actordispatch._registry import Explanation, HandlerInfo, Verdict
 from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
 from actordispatch._sandbox import SandboxProfile
 from actordispatch._service import DispatcherService
@@ -51,6 +51,7 @@ __all__ = [
     "EventDispatcher",
     "EventEncodingError",
     "EventTooLargeError",
+    "Explanation",
     "Glob",
     "HandlerImportError",
     "HandlerInfo",
@@ -67,6 +68,7 @@ __all__ = [
     "SandboxProfile",
     "Status",
     "TLSServerOptions",
+    "Verdict",
     "WorkerHost",
     "listen",
     "load_config",

@@ -34,6 +34,7 @@ from actordispatch._invocation import Invocation
 from actordispatch._match import MatchSpec
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import (
+    Explanation,
     HandlerInfo,
     HandlerRegistry,
     Registration,
@@ -715,16 +716,60 @@ class EventDispatcher:
         ):
             self._stopping.callback(None)
 
-    def handlers(self) -> list[HandlerInfo]:
+    def handlers(
+        self,
+        *,
+        phase: str | None = None,
+        handler: str | None = None,
+        pool: str | None = None,
+        owner: Hashable | None = None,
+        **keywords: Hashable,
+    ) -> list[HandlerInfo]:
         """
         Every live handler, in id order, with its pool, the pids of that pool's
-        children, its call and failure counts and its latency percentiles.
+        children, its match spec and options, its call and failure counts and
+        its latency percentiles.
+
+        Filters narrow the list: C{phase}, C{handler} (its name), C{pool} and
+        C{owner} by equality; a match keyword (C{role="admin"}) keeps the
+        handlers whose spec constrains that keyword and accepts that value.
+
+        @raise ValueError: for a keyword that is not allowed.
         """
+        self._check_keywords(keywords, "handlers()")
         pids: dict[str, Sequence[int]] = {}
-        for name, pool in self._pools.items():
-            child_pids = getattr(pool, "child_pids", None)
+        for name, each in self._pools.items():
+            child_pids = getattr(each, "child_pids", None)
             pids[name] = child_pids() if callable(child_pids) else ()
-        return [r.info(pids.get(r.pool, ())) for r in self._registry.registrations()]
+        chosen = []
+        for registration in self._registry.registrations():
+            constrained = dict(registration.spec.constraints)
+            if (
+                (phase is not None and registration.phase != phase)
+                or (handler is not None and registration.handler != handler)
+                or (pool is not None and registration.pool != pool)
+                or (owner is not None and registration.owner != owner)
+                or any(
+                    name not in constrained
+                    or MatchSpec(((name, constrained[name]),)).refusal({name: value})
+                    for name, value in keywords.items()
+                )
+            ):
+                continue
+            chosen.append(registration.info(pids.get(registration.pool, ())))
+        return chosen
+
+    def explain(self, **keywords: Hashable) -> Explanation:
+        """
+        Which handlers an event fired now with C{keywords} would reach in each
+        phase, and, for each other handler, why not (the first constraint of
+        its spec the event fails, or its C{max_calls} all promised).  Nothing
+        is fired or reserved.
+
+        @raise ValueError: for a keyword that is not allowed.
+        """
+        self._check_keywords(keywords, "explain()")
+        return self._registry.explain(keywords)
 
     def stats(self) -> DispatcherStats:
         """

@@ -211,6 +211,21 @@ class MatchSpec:
             for name, value in self.constraints
         )
 
+    def refusal(self, keywords: Mapping[str, object]) -> str | None:
+        """
+        Why an event fired with C{keywords} does not match this spec (its
+        first unmet constraint), or C{None} if it matches.
+        """
+        for name, constraint in self.constraints:
+            value = keywords.get(name, _MISSING)
+            if not _accepts(constraint, value):
+                if value is _MISSING:
+                    return f"{name}: absent, the spec wants {constraint!r}"
+                if isinstance(constraint, Operator):
+                    return f"{name}: {value!r} does not pass {constraint!r}"
+                return f"{name}: {value!r} != {constraint!r}"
+        return None
+
     def _compiled(
         self,
     ) -> tuple[

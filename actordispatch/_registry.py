@@ -186,6 +186,29 @@ class HandlerRegistry:
         """
         return sorted(self._by_id.values(), key=lambda r: r.handler_id)
 
+    def explain(self, keywords: Mapping[str, Hashable]) -> Explanation:
+        """
+        Who an event fired with C{keywords} would reach, phase by phase, and
+        why the others would not (nothing is reserved).
+        """
+        verdicts = []
+        for phase in self.phases:
+            for registration in self.registrations():
+                if registration.phase != phase:
+                    continue
+                reason = registration.spec.refusal(keywords)
+                if reason is None and registration.exhausted:
+                    reason = (
+                        f"its max_calls ({registration.max_calls}) are all "
+                        "promised to accepted events"
+                    )
+                verdicts.append(
+                    Verdict(
+                        registration.handler_id, registration.handler, phase, reason
+                    )
+                )
+        return Explanation(dict(keywords), tuple(verdicts))
+
     def uses_keyword(self, keyword: str) -> bool:
         """
         Whether any live handler's spec constrains C{keyword}.
@@ -240,6 +263,61 @@ class HandlerRegistry:
             self._indexes[registration.phase].add(
                 registration.handler_id, registration.spec
             )
+
+
+@frozen
+class Verdict:
+    """
+    Whether one handler would run for an event, and why not.
+
+    @ivar reason: C{None} when it would run; else the first reason it would
+        not (an unmet constraint, or its C{max_calls} all promised).
+    """
+
+    handler_id: int
+    handler: str
+    phase: str
+    reason: str | None
+
+    @property
+    def runs(self) -> bool:
+        """
+        Whether the handler would run.
+        """
+        return self.reason is None
+
+
+@frozen
+class Explanation:
+    """
+    What C{EventDispatcher.explain()} says: per phase, in order, every live
+    handler's L{Verdict} for an event fired with C{keywords}.
+    """
+
+    keywords: dict[str, Any]
+    verdicts: tuple[Verdict, ...]
+
+    def runs(self, phase: str | None = None) -> list[int]:
+        """
+        The ids of the handlers that would run (in one phase, or in all).
+        """
+        return [
+            v.handler_id
+            for v in self.verdicts
+            if v.runs and (phase is None or v.phase == phase)
+        ]
+
+    def __str__(self) -> str:
+        lines = [f"an event fired with {self.keywords!r}:"]
+        for verdict in self.verdicts:
+            what = "runs" if verdict.runs else f"does not run: {verdict.reason}"
+            lines.append(
+                f"  {verdict.phase}: handler {verdict.handler_id} "
+                f"{verdict.handler} {what}"
+            )
+        if not self.verdicts:
+            lines.append("  no handler is registered")
+        return "\n".join(lines)
 
 
 def handler_name(handler: object) -> str:

@@ -73,6 +73,17 @@ class IEventDispatcher(Interface):
         @return: a Deferred firing with how many were removed.
         """
 
+    def handlers(**filters: Any) -> list[Any]:
+        """
+        The live handlers (C{HandlerInfo}), narrowed by C{filters}.
+        """
+
+    def explain(**keywords: Any) -> Any:
+        """
+        Which handlers an event fired with C{keywords} would reach, and why
+        the others would not (an C{Explanation}).
+        """
+
     def fire_event(event: Any, **keywords: Any) -> Deferred[DispatchResult]:
         """
         Dispatch C{event} to the handlers whose specs match C{keywords}.
