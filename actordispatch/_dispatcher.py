@@ -31,7 +31,7 @@ from actordispatch._errors import (
     OverloadedError,
 )
 from actordispatch._invocation import Invocation
-from actordispatch._match import MatchSpec
+from actordispatch._match import MatchSpec, Operator
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import (
     Explanation,
@@ -324,6 +324,26 @@ class EventDispatcher:
                 f"(allowed: {', '.join(sorted(self._keywords)) or 'none'})"
             )
 
+    def _check_fired(self, keywords: Mapping[str, object], what: str) -> None:
+        """
+        Check the keywords of an event (fired, or explained): allowed, each
+        value hashable and a plain value, not a match operator.
+        """
+        self._check_keywords(keywords, what)
+        for name, value in keywords.items():
+            if isinstance(value, Operator):
+                raise ValueError(
+                    f"{what}: keyword {name!r} is {value!r}, a match operator; "
+                    "an event carries plain values (operators belong in match "
+                    "specs)"
+                )
+            try:
+                hash(value)
+            except TypeError:
+                raise ValueError(
+                    f"keyword {name!r} has an unhashable value {value!r}"
+                ) from None
+
     # --- handlers ------------------------------------------------------------------
 
     def add_event_handler(
@@ -512,7 +532,14 @@ class EventDispatcher:
         being checked), as L{remove_event_handler} removes one.
 
         @return: a Deferred firing with how many were removed.
+        @raise ValueError: for C{owner=None} (handlers registered without an
+            owner are removed one by one).
         """
+        if owner is None:
+            raise ValueError(
+                "remove_event_handlers(owner=None) would remove every handler "
+                "registered without an owner; remove those by id"
+            )
         ids = [r.handler_id for r in self._registry.registrations() if r.owner == owner]
         ids += [i for i, r in self._checking.items() if r.owner == owner]
         for handler_id in ids:
@@ -736,7 +763,7 @@ class EventDispatcher:
 
         @raise ValueError: for a keyword that is not allowed.
         """
-        self._check_keywords(keywords, "handlers()")
+        self._check_fired(keywords, "handlers()")
         pids: dict[str, Sequence[int]] = {}
         for name, each in self._pools.items():
             child_pids = getattr(each, "child_pids", None)
@@ -768,7 +795,7 @@ class EventDispatcher:
 
         @raise ValueError: for a keyword that is not allowed.
         """
-        self._check_keywords(keywords, "explain()")
+        self._check_fired(keywords, "explain()")
         return self._registry.explain(keywords)
 
     def stats(self) -> DispatcherStats:
@@ -800,14 +827,7 @@ class EventDispatcher:
         @raise ValueError: at once, for a keyword that is not allowed or a value
             that is not hashable.
         """
-        self._check_keywords(keywords, "fire_event")
-        for name, value in keywords.items():
-            try:
-                hash(value)
-            except TypeError:
-                raise ValueError(
-                    f"keyword {name!r} has an unhashable value {value!r}"
-                ) from None
+        self._check_fired(keywords, "fire_event")
         if not self._running:
             return fail(
                 NotRunningError(
@@ -854,7 +874,7 @@ class EventDispatcher:
             event=data,
             keywords=keywords,
             order_key=keywords.get(self._order_by) if self._order_by else None,
-            plan=self._registry.plan(keywords),
+            plan=self._registry.plan(keywords, self._reactor.seconds()),
             done=Deferred(),
             number=self._accepted + 1,
         )

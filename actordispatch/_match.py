@@ -273,8 +273,11 @@ class RoutingIndex:
             tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]
         ]
         self._by_shape = {}
-        # handler_id -> the operator constraints its candidates must pass
+        # handler_id -> the operator constraints its candidates must pass; equal
+        # constraints are one shared tuple (interned, with a count of users),
+        # so that an event checks each distinct one once, keyed by identity
         self._residual: dict[int, tuple[tuple[str, Any], ...]] = {}
+        self._interned: dict[tuple[tuple[str, Any], ...], list[Any]] = {}
 
     def __len__(self) -> int:
         return sum(
@@ -289,8 +292,10 @@ class RoutingIndex:
         table = self._by_shape.setdefault(shape, {})
         for key in keys:
             table.setdefault(key, {})[handler_id] = None
-        if residual:
-            self._residual[handler_id] = residual
+        if residual and handler_id not in self._residual:
+            entry = self._interned.setdefault(residual, [residual, 0])
+            entry[1] += 1
+            self._residual[handler_id] = entry[0]
 
     def discard(self, handler_id: int, spec: MatchSpec) -> None:
         """
@@ -298,7 +303,12 @@ class RoutingIndex:
         handlers leave nothing behind.
         """
         shape, keys, _ = spec._compiled()
-        self._residual.pop(handler_id, None)
+        residual = self._residual.pop(handler_id, None)
+        if residual is not None:
+            entry = self._interned[residual]
+            entry[1] -= 1
+            if not entry[1]:
+                del self._interned[residual]
         table = self._by_shape.get(shape)
         if table is None:
             return
@@ -330,15 +340,24 @@ class RoutingIndex:
                 found.extend(ids)
         if self._residual and found:
             residual = self._residual
-            found = [
-                handler_id
-                for handler_id in found
-                if handler_id not in residual
-                or all(
-                    op.accepts(keywords.get(name, _MISSING))
-                    for name, op in residual[handler_id]
-                )
-            ]
+            # Handlers often share a spec: check each distinct set of operator
+            # constraints once per event, not once per handler.
+            verdicts: dict[int, bool] = {}
+            kept = []
+            for handler_id in found:
+                constraints = residual.get(handler_id)
+                if constraints is None:
+                    kept.append(handler_id)
+                    continue
+                verdict = verdicts.get(id(constraints))
+                if verdict is None:
+                    verdict = verdicts[id(constraints)] = all(
+                        op.accepts(keywords.get(name, _MISSING))
+                        for name, op in constraints
+                    )
+                if verdict:
+                    kept.append(handler_id)
+            found = kept
         if len(found) > 1:
             found.sort()
         return found

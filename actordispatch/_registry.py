@@ -139,6 +139,8 @@ class HandlerRegistry:
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
     _by_id: dict[int, Registration] = field(factory=dict)
     _indexes: dict[str, RoutingIndex] = field(init=False)
+    #: how many live registrations have an C{expires_at}
+    _expiring: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._indexes = {phase: RoutingIndex() for phase in self.phases}
@@ -160,6 +162,8 @@ class HandlerRegistry:
         Make C{registration} live: later events can match it.
         """
         self._by_id[registration.handler_id] = registration
+        if registration.expires_at is not None:
+            self._expiring += 1
         self._indexes[registration.phase].add(
             registration.handler_id, registration.spec
         )
@@ -175,6 +179,8 @@ class HandlerRegistry:
         except KeyError:
             raise KeyError(f"no handler with id {handler_id!r}") from None
         registration.removed = True
+        if registration.expires_at is not None:
+            self._expiring -= 1
         self._indexes[registration.phase].discard(handler_id, registration.spec)
         if self.on_removed is not None:
             self.on_removed(registration)
@@ -215,22 +221,38 @@ class HandlerRegistry:
         """
         return any(keyword in r.spec.shape for r in self._by_id.values())
 
-    def plan(self, keywords: Mapping[str, Hashable]) -> list[list[Registration]]:
+    def plan(
+        self, keywords: Mapping[str, Hashable], now: float | None = None
+    ) -> list[list[Registration]]:
         """
         The handlers an event fired with C{keywords} runs, per phase in order,
-        reserving one call of each.
+        reserving one call of each.  When C{now} is given, a handler whose
+        C{expires_at} is not after it is removed instead (its timer may be
+        late: the reactor was busy), so that it never runs past its time.
 
         @raise TypeError: if a keyword value is not hashable.
         """
         planned = []
+        expired: list[int] = []
         for phase in self.phases:
             index = self._indexes[phase]
             chosen = [self._by_id[handler_id] for handler_id in index.match(keywords)]
+            if now is not None and self._expiring:
+                late = [
+                    r
+                    for r in chosen
+                    if r.expires_at is not None and r.expires_at <= now
+                ]
+                if late:
+                    expired += [r.handler_id for r in late]
+                    chosen = [r for r in chosen if r not in late]
             for registration in chosen:
                 registration.reserved += 1
                 if registration.exhausted:
                     index.discard(registration.handler_id, registration.spec)
             planned.append(chosen)
+        for handler_id in expired:
+            self.remove(handler_id)
         return planned
 
     def settle(self, registration: Registration, outcome: HandlerOutcome) -> None:

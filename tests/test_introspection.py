@@ -48,6 +48,20 @@ class IntrospectionTests(SynchronousTestCase):
         self.assertEqual(info.match_spec, {"role": In("admin", "user")})
         self.assertRaises(ValueError, self.dispatcher.handlers, colour="red")
 
+    def test_operators_are_not_values(self) -> None:
+        """
+        An event carries plain values: an operator given as a fired, explained
+        or filtered value is refused with a message that says so.
+        """
+        for call in (
+            lambda **k: self.dispatcher.fire_event({}, **k),
+            lambda **k: self.dispatcher.explain(**k),
+            lambda **k: self.dispatcher.handlers(**k),
+        ):
+            with self.assertRaises(ValueError) as raised:
+                call(role=In("admin"))  # type: ignore[operator]
+            self.assertIn("match operator", str(raised.exception))
+
     def test_explain(self) -> None:
         """
         explain() says, phase by phase, which handlers an event would reach

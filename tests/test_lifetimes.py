@@ -49,6 +49,21 @@ class LifetimeTests(SynchronousTestCase):
         self.dispatcher.fire_event({}, kind="x")
         self.assertEqual([c.invocation.handler_id for c in self.pool.calls], [kept])
 
+    def test_late_timer(self) -> None:
+        """
+        A handler whose time has come does not run even when its timer is
+        late (the reactor was busy): the event accepted finds it expired and
+        removes it.
+        """
+        late = self.add(expires=5)
+        kept = self.add()
+        self.clock.rightNow = 5.0  # the time passed; the timer has not run yet
+        self.dispatcher.fire_event({}, kind="x")
+        self.assertEqual([c.invocation.handler_id for c in self.pool.calls], [kept])
+        self.assertEqual(self.live(), [kept])
+        self.assertNotIn(late, self.live())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_snapshot(self) -> None:
         """
         An event accepted before a handler expires (or is removed) still runs
@@ -85,6 +100,9 @@ class LifetimeTests(SynchronousTestCase):
         self.assertNotIn(mine[0], self.live())
         none = self.dispatcher.remove_event_handlers(owner="nobody")
         self.assertEqual(self.successResultOf(none), 0)
+        # owner=None would sweep every handler registered without an owner.
+        self.assertRaises(ValueError, self.dispatcher.remove_event_handlers, owner=None)
+        self.assertIn(plain, self.live())
 
     def test_stop_leaves_no_timer(self) -> None:
         """
