@@ -15,6 +15,8 @@ from actordispatch._errors import (
     BrokerUnavailableError,
     EventEncodingError,
     EventTooLargeError,
+    FollowUpDepthError,
+    FollowUpError,
     HandlerImportError,
     NotRunningError,
     OverloadedError,
@@ -29,11 +31,13 @@ from actordispatch._external import (
 )
 from actordispatch._invocation import Invocation
 from actordispatch._match import Absent, Glob, In, Not, Present
+from actordispatch._phase import Phase
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import Explanation, HandlerInfo, Verdict
 from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome, Status
 from actordispatch._sandbox import SandboxProfile
 from actordispatch._service import DispatcherService
+from actordispatch._veto import Veto
 
 __all__ = [
     "STATUSES",
@@ -52,6 +56,8 @@ __all__ = [
     "EventEncodingError",
     "EventTooLargeError",
     "Explanation",
+    "FollowUpDepthError",
+    "FollowUpError",
     "Glob",
     "HandlerImportError",
     "HandlerInfo",
@@ -62,6 +68,7 @@ __all__ = [
     "Not",
     "NotRunningError",
     "OverloadedError",
+    "Phase",
     "Present",
     "ProtocolError",
     "RemotePool",
@@ -69,6 +76,7 @@ __all__ = [
     "Status",
     "TLSServerOptions",
     "Verdict",
+    "Veto",
     "WorkerHost",
     "listen",
     "load_config",

@@ -12,8 +12,8 @@ plus two things of ours:
    the invocations that finished when the child dies mid-batch;
  - a hardened AMP connection, L{ChildAMP}: a child is not trusted, so boxes are
    capped in size and key count, boxes the protocol never expects from a child
-   (commands, answers to nothing) and malformed frames drop it, and so does a
-   frame left half-sent for C{frame_timeout} seconds.
+   (answers to nothing, any command but L{FireFollowUp}) and malformed frames
+   drop it, and so does a frame left half-sent for C{frame_timeout} seconds.
 
 The child's stdout and stderr are read continuously (a child never blocks on
 them) and relayed to the log, capped per batch.
@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from actordispatch._commands import FireFollowUp
 from actordispatch._errors import ChildEndedError, ProtocolError
 from actordispatch._guarded import GuardedAMP
 
@@ -61,11 +62,17 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: What a child's L{FireFollowUp} is handed to: called with the command's
+#: arguments, it answers as the command's responder does.
+FollowUpSink = Callable[..., "Deferred[dict[str, Any]]"]
+
+
 class ChildAMP(GuardedAMP):
     """
     The parent's end of one child's AMP connection, hardened against a child
-    that lies (see L{GuardedAMP}); a child only answers, so a command from it
-    breaks the protocol as well.
+    that lies (see L{GuardedAMP}).  A child answers; the one command it may
+    send is L{FireFollowUp}, handed to C{on_follow_up}: any other command
+    breaks the protocol.
 
     @ivar pid: the child's pid.
     """
@@ -79,6 +86,7 @@ class ChildAMP(GuardedAMP):
         max_box_bytes: int,
         max_box_keys: int,
         frame_timeout: float = 1.0,
+        on_follow_up: FollowUpSink | None = None,
     ) -> None:
         super().__init__(
             reactor,
@@ -87,6 +95,12 @@ class ChildAMP(GuardedAMP):
             frame_timeout=frame_timeout,
         )
         self._on_protocol_error = on_protocol_error
+        self._on_follow_up = on_follow_up
+
+    @FireFollowUp.responder
+    def fire_follow_up(self, **arguments: Any) -> Deferred[dict[str, Any]]:
+        assert self._on_follow_up is not None  # ampBoxReceived checked it
+        return self._on_follow_up(**arguments)
 
     def makeConnection(self, transport: Any) -> None:
         process = getattr(transport, "transport", None)
@@ -94,7 +108,10 @@ class ChildAMP(GuardedAMP):
         super().makeConnection(transport)
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
-        if amp.COMMAND in box:
+        if amp.COMMAND in box and not (
+            box[amp.COMMAND] == FireFollowUp.commandName
+            and self._on_follow_up is not None
+        ):
             raise ProtocolError(
                 f"a command from the child ({box[amp.COMMAND][:100]!r}): children "
                 "only answer"
@@ -195,6 +212,10 @@ class Child:
     calls: int = 0
     work: Any = None
     kill_call: Any = None
+    #: follow-up events fired by its current batch and not finished yet
+    follow_ups: int = 0
+    #: of those, how many its handler waits for (the child is then parked)
+    waits: int = 0
     sandbox: dict[str, str] = field(factory=dict)
 
     @property
@@ -246,12 +267,19 @@ def spawn_child(
     max_box_bytes: int,
     max_box_keys: int,
     output_cap: int,
+    on_follow_up: FollowUpSink | None = None,
 ) -> Child:
     """
     Start one child process; it boots in the background.
     """
     spool = tempfile.TemporaryFile(prefix="actordispatch-spool-")
-    protocol = ChildAMP(reactor, on_protocol_error, max_box_bytes, max_box_keys)
+    protocol = ChildAMP(
+        reactor,
+        on_protocol_error,
+        max_box_bytes,
+        max_box_keys,
+        on_follow_up=on_follow_up,
+    )
     connector = ChildConnector(protocol, number, output_cap)
     child_config = dict(config, spool_fd=SPOOL_FD)
     args = [

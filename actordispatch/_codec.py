@@ -412,10 +412,12 @@ def encode_outcome_record(
     duration: float,
     value_json: str | None = None,
     error: tuple[str, str, str] | None = None,
+    veto: str | None = None,
 ) -> str:
     """
     One child reply record: C{status}, C{duration} and either the already
-    encoded C{value_json} or C{error} as C{(type, message, traceback)}.
+    encoded C{value_json} or C{error} as C{(type, message, traceback)}; an
+    C{"ok"} record may carry the reason of a L{Veto} the handler returned.
     """
     head = f'{{"s":{json.dumps(status)},"d":{duration!r}'
     if error is not None:
@@ -424,6 +426,8 @@ def encode_outcome_record(
             f'{head},"t":{json.dumps(kind)},"m":{json.dumps(message)},'
             f'"tb":{json.dumps(tb)}}}'
         )
+    if veto is not None:
+        head += f',"veto":{json.dumps(veto)}'
     return f'{head},"v":{value_json if value_json is not None else "null"}}}'
 
 

@@ -17,7 +17,12 @@ from typing import Any
 
 from twisted.protocols import amp
 
-from actordispatch._errors import BatchDecodingError, HandlerImportError
+from actordispatch._errors import (
+    BatchDecodingError,
+    FollowUpDepthError,
+    FollowUpError,
+    HandlerImportError,
+)
 
 #: The form of a handler name, as the C{handler} arguments carry it: a dotted
 #: module path, a colon, a dotted attribute path (C{"myapp.handlers:notify"}).
@@ -135,3 +140,33 @@ class Ping(amp.Command):
 
     commandName = b"actordispatch:Ping"
     response = [(b"pid", amp.Integer()), (b"sandbox", amp.Unicode(optional=True))]
+
+
+class FireFollowUp(amp.Command):
+    """
+    Child to parent, the one command a child may send: a handler running in
+    the child fires a follow-up event through the dispatcher.
+
+    C{event} is the event encoded by the codec (the parent decodes it to
+    plain JSON values and encodes it again: type tags from a child are never
+    rebuilt elsewhere); C{keywords} a JSON object of keyword to scalar;
+    C{seq} the number of the batch the firing handler runs in (see
+    L{RunBatch}); C{wait} whether the answer waits for the event's result.
+    Answers C{number} (the event's number) and, when waiting, C{result}: the
+    JSON object C{{"ok": bool, "outcomes": [outcome, ...]}}.  Fails with
+    L{FollowUpError} (or L{FollowUpDepthError}) when refused.
+    """
+
+    commandName = b"actordispatch:FireFollowUp"
+    arguments = [
+        (b"event", ChunkedBytes()),
+        (b"keywords", amp.Unicode()),
+        (b"seq", amp.Integer()),
+        (b"wait", amp.Boolean()),
+        (b"on_error", amp.Unicode(optional=True)),
+    ]
+    response = [
+        (b"number", amp.Integer()),
+        (b"result", ChunkedBytes(optional=True)),
+    ]
+    errors = {FollowUpDepthError: b"FOLLOW_UP_DEPTH", FollowUpError: b"FOLLOW_UP"}

@@ -6,7 +6,8 @@ Example::
 
     [dispatcher]
     keywords = ["event_type", "user", "role"]
-    phases = ["before", "during", "after"]     # optional
+    phases = ["before", "during", "after"]     # optional; a phase may be a table:
+    # { name = "check", sequential = true, veto = true, on_error = "abort" }
     max_in_flight = 8                          # optional, and so on below
     order_by = "user"
     max_queue = 10000
@@ -32,7 +33,8 @@ Example::
     handler = "myapp.handlers:notify_admin"
     phase = "during"
     match = { role = "user" }
-    timeout = 5                 # optional: max_calls, retries, pool as well
+    timeout = 5                 # optional: max_calls, retries, pool, expires,
+                                # owner, priority as well
 
     [listen]                    # the AMP endpoint for external processes
     endpoints = ["tcp:8750:interface=127.0.0.1"]
@@ -55,6 +57,7 @@ from attrs import field, frozen
 
 from actordispatch._commands import HANDLER_NAME
 from actordispatch._errors import ActorDispatchError
+from actordispatch._phase import Phase
 from actordispatch._sandbox import SandboxProfile
 
 
@@ -121,6 +124,13 @@ _HANDLER_KEYS: dict[str, type | tuple[type, ...]] = {
     "pool": str,
     "expires": (int, float),
     "owner": str,
+    "priority": int,
+}
+_PHASE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "sequential": bool,
+    "veto": bool,
+    "on_error": str,
 }
 _LISTEN_KEYS: dict[str, type | tuple[type, ...]] = {
     "endpoints": list,
@@ -290,6 +300,24 @@ def _match_value(where: str, value: Any, fail: Any) -> Any:
     )
 
 
+def _phase(where: str, entry: Any, fail: Callable[[str, str], NoReturn]) -> Phase:
+    """
+    One entry of C{dispatcher.phases}: a name, or a table with a C{name} and
+    the options of L{Phase}.
+    """
+    if isinstance(entry, str) and entry:
+        return Phase(entry)
+    if not isinstance(entry, dict):
+        fail(where, f"{entry!r} is neither a phase name nor a table")
+    table = _check_table(where, entry, _PHASE_KEYS, fail)
+    if "name" not in table:
+        fail(f"{where}.name", "missing")
+    try:
+        return Phase(**table)
+    except ValueError as e:
+        fail(where, str(e))
+
+
 def _load_tables(
     text: str, source: str, tables: tuple[str, ...]
 ) -> tuple[dict[str, Any], Callable[[str, str], NoReturn]]:
@@ -332,9 +360,14 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
     for index, keyword in enumerate(keywords):
         if not isinstance(keyword, str) or not keyword.isidentifier():
             fail(f"dispatcher.keywords[{index}]", f"{keyword!r} is not an identifier")
-    phases = dispatcher.pop("phases", ["before", "during", "after"])
-    if not phases or not all(isinstance(p, str) and p for p in phases):
-        fail("dispatcher.phases", "must be a non-empty list of names")
+    declared = dispatcher.pop("phases", ["before", "during", "after"])
+    if not declared:
+        fail("dispatcher.phases", "must be a non-empty list of names or tables")
+    specs = [
+        _phase(f"dispatcher.phases[{index}]", entry, fail)
+        for index, entry in enumerate(declared)
+    ]
+    phases = [spec.name for spec in specs]
     if len(set(phases)) != len(phases):
         fail("dispatcher.phases", f"names must be distinct: {phases!r}")
     if "on_overload" in dispatcher and dispatcher["on_overload"] not in (
@@ -354,7 +387,9 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
         if key in dispatcher and dispatcher[key] < (1 if key == "max_in_flight" else 0):
             fail(f"dispatcher.{key}", f"must not be {dispatcher[key]!r}")
     dispatcher["allowed_match_spec_keywords"] = tuple(keywords)
-    dispatcher["phases"] = tuple(phases)
+    dispatcher["phases"] = tuple(
+        spec if spec != Phase(spec.name) else spec.name for spec in specs
+    )
 
     pools_table = data.get("pools", {})
     if not isinstance(pools_table, dict):
@@ -413,7 +448,15 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
                 fail(f"{where}.{key}", f"must be positive, not {entry[key]!r}")
         options: dict[str, Any] = {
             k: entry[k]
-            for k in ("timeout", "max_calls", "retries", "pool", "expires", "owner")
+            for k in (
+                "timeout",
+                "max_calls",
+                "retries",
+                "pool",
+                "expires",
+                "owner",
+                "priority",
+            )
             if k in entry
         }
         handlers.append(

@@ -16,22 +16,25 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, encode_event
+from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, decode_result, encode_event
 from actordispatch._errors import (
     ActorDispatchError,
     BrokerUnavailableError,
+    FollowUpDepthError,
+    FollowUpError,
     HandlerImportError,
     NotRunningError,
     OverloadedError,
 )
 from actordispatch._invocation import Invocation
 from actordispatch._match import MatchSpec, Operator
+from actordispatch._phase import Phase, check_on_error
 from actordispatch._pool import AmpoulePool
 from actordispatch._registry import (
     Explanation,
@@ -64,6 +67,8 @@ RESERVED_KEYWORDS = frozenset(
         "event",
         "expires",
         "owner",
+        "priority",
+        "on_error",
     }
 )
 
@@ -96,13 +101,16 @@ class DispatcherStats:
 @define(eq=False)
 class _PhaseRun:
     """
-    One phase of one event: the outcomes so far, by slot, and how many remain.
+    One phase of one event: the outcomes so far, by slot, and how many remain;
+    for a sequential phase, the invocations not sent yet.
     """
 
     delivery: _Delivery
+    phase: Phase
     slots: list[HandlerOutcome | None]
     remaining: int
     attempts: dict[int, int] = field(factory=dict)
+    later: deque[tuple[int, Registration, Invocation]] = field(factory=deque)
 
 
 @define(eq=False)
@@ -119,6 +127,13 @@ class _Delivery:
     outcomes: list[HandlerOutcome] = field(factory=list)
     phase_index: int = 0
     number: int = 0
+    #: C{fire_event(on_error=...)}, overriding the phases' policies
+    on_error: str | None = None
+    #: why the rest of the event is skipped (a veto, or a failure under
+    #: C{on_error="abort"}): C{(error_type, message)}
+    halted: tuple[str | None, str] | None = None
+    #: 0 for an event the application fired; else its depth of follow-ups
+    depth: int = 0
 
 
 def _validate_keyword_name(name: object) -> str:
@@ -139,7 +154,9 @@ class EventDispatcher:
 
     @param allowed_match_spec_keywords: the keywords match specs and fired
         events may use.
-    @param phases: the phases, in the order they run (any number, at least one).
+    @param phases: the phases, in the order they run (any number, at least
+        one): names, or L{Phase} values saying that a phase is sequential, can
+        veto, or has its own error policy.
     @param reactor: the reactor; the global one by default.
     @param pool_size: number of child processes (default: the number of CPUs).
     @param default_timeout: seconds a handler may run when it set no timeout;
@@ -148,8 +165,10 @@ class EventDispatcher:
         event at a time, in fire order).
     @param order_by: a match keyword; events with equal values of it run in fire
         order even when C{max_in_flight} > 1 (events lacking it count as C{None}).
-    @param skip_after_failure: when true, a phase with a failed outcome makes the
-        later phases' handlers C{"skipped"}; by default they still run.
+    @param skip_after_failure: the error policy of the phases that set none:
+        when true (C{on_error="abort"}), a failed outcome (C{"error"},
+        C{"timeout"}, C{"crashed"}) makes the later phases' handlers
+        C{"skipped"}; by default they still run.
     @param max_event_size: cap, in bytes, on an encoded event.
     @param child_env: extra environment variables for the children (they inherit
         nothing else but C{PYTHONPATH}).
@@ -169,6 +188,11 @@ class EventDispatcher:
         when each of its phases starts and ends, and for each handler's
         outcome (fields: C{event}, C{phase}, C{handler_id}, C{status}, ...).  Off
         by default: even filtered out, an event costs microseconds.
+    @param max_depth: how deep a chain of follow-up events may go (handlers
+        firing events from their children with C{children.fire_event}, see
+        L{children.followup}): a follow-up of a follow-up of an event fired by
+        the application has depth 2.  Past it a follow-up is refused with
+        L{FollowUpDepthError}; 0 refuses every follow-up event.
     @param pool: an L{IHandlerPool} to use as the C{"default"} pool instead of
         the local ampoule pool.  More pools (other transports) can be added
         with L{add_pool}.
@@ -177,7 +201,7 @@ class EventDispatcher:
     def __init__(
         self,
         allowed_match_spec_keywords: Iterable[str],
-        phases: Iterable[str] = ("before", "during", "after"),
+        phases: Iterable[str | Phase] = ("before", "during", "after"),
         *,
         reactor: Any = None,
         pool_size: int | None = None,
@@ -195,6 +219,7 @@ class EventDispatcher:
         drain_timeout: float | None = None,
         pool: IHandlerPool | None = None,
         trace: bool = False,
+        max_depth: int = 8,
     ) -> None:
         if isinstance(allowed_match_spec_keywords, str):
             raise ValueError(
@@ -203,14 +228,15 @@ class EventDispatcher:
         self._keywords = {
             _validate_keyword_name(k) for k in allowed_match_spec_keywords
         }
-        self.phases: tuple[str, ...] = tuple(phases)
+        if isinstance(phases, (str, Phase)):
+            raise ValueError("phases must be a collection of names or Phase values")
+        self._phase_specs: tuple[Phase, ...] = tuple(Phase.of(p) for p in phases)
+        #: the phases' names, in order
+        self.phases: tuple[str, ...] = tuple(p.name for p in self._phase_specs)
         if not self.phases:
             raise ValueError("a dispatcher needs at least one phase")
         if len(set(self.phases)) != len(self.phases):
             raise ValueError(f"phases must be distinct: {self.phases!r}")
-        for phase in self.phases:
-            if not isinstance(phase, str) or not phase:
-                raise ValueError(f"a phase must be a non-empty string, not {phase!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(
                 f"max_in_flight must be a positive int, not {max_in_flight!r}"
@@ -225,6 +251,13 @@ class EventDispatcher:
             raise ValueError(
                 f"max_queue must be a non-negative int or None, not {max_queue!r}"
             )
+        if (
+            isinstance(max_depth, bool)
+            or not isinstance(max_depth, int)
+            or max_depth < 0
+        ):
+            raise ValueError(f"max_depth must be an int >= 0, not {max_depth!r}")
+        self._max_depth = max_depth
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -234,7 +267,9 @@ class EventDispatcher:
         self._max_queue = max_queue
         self._on_overload = on_overload
         self._drain_timeout = drain_timeout
-        self._waiting: deque[tuple[Deferred[DispatchResult], Any, dict[str, Hashable]]]
+        self._waiting: deque[
+            tuple[Deferred[DispatchResult], Any, dict[str, Hashable], str | None]
+        ]
         self._waiting = deque()
         self._rejected = 0
         self._aborting = False
@@ -253,6 +288,7 @@ class EventDispatcher:
             sandbox=sandbox or SandboxProfile(),
             reactor=reactor,
         )
+        self._take_follow_ups(self._pools["default"])
         self._registry = HandlerRegistry(self.phases, on_removed=self._unbind)
         self._checking: dict[int, Registration] = {}
         self._expiries: dict[int, Any] = {}
@@ -275,6 +311,13 @@ class EventDispatcher:
         The keywords match specs and fired events may use.
         """
         return frozenset(self._keywords)
+
+    @property
+    def phase_specs(self) -> tuple[Phase, ...]:
+        """
+        The phases as L{Phase} values, in order.
+        """
+        return self._phase_specs
 
     @property
     def running(self) -> bool:
@@ -357,6 +400,7 @@ class EventDispatcher:
         pool: str = "default",
         expires: float | None = None,
         owner: Hashable | None = None,
+        priority: int = 0,
         **match_spec: Hashable,
     ) -> Deferred[int]:
         """
@@ -373,6 +417,10 @@ class EventDispatcher:
             when it is accepted).
         @param owner: a hashable token; L{remove_event_handlers} removes every
             handler registered with it.
+        @param priority: an int; within its phase, handlers run (in a
+            sequential phase) or are sent (in a concurrent one) highest
+            priority first, then in registration order, and their outcomes
+            are listed in that order.
         @param retries: run it again, up to this many times, when its child
             crashed or it timed out (never when it raised): it runs at most
             C{1 + retries} times per event, with one outcome, the last.
@@ -412,6 +460,8 @@ class EventDispatcher:
             raise ValueError(
                 f"expires must be a positive number of seconds, not {expires!r}"
             )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be an int, not {priority!r}")
         try:
             hash(owner)
         except TypeError:
@@ -437,6 +487,7 @@ class EventDispatcher:
             if expires is None
             else self._reactor.seconds() + float(expires),
             owner=owner,
+            priority=priority,
         )
         if not isinstance(handler, str) and not routed:
             self._register(registration)
@@ -599,6 +650,7 @@ class EventDispatcher:
         if not isinstance(name, str) or not name or name in self._pools:
             raise ValueError(f"pool name {name!r} is empty or taken")
         self._pools[name] = pool
+        self._take_follow_ups(pool)
         if self._running:
             return self._ensure_pool(name)
         return succeed(None)
@@ -680,7 +732,7 @@ class EventDispatcher:
             if expiry.active():
                 expiry.cancel()
         while self._waiting:
-            waiter, _, _ = self._waiting.popleft()
+            waiter, _, _, _ = self._waiting.popleft()
             waiter.errback(
                 NotRunningError(
                     "the dispatcher stopped while this event waited for room"
@@ -814,10 +866,16 @@ class EventDispatcher:
 
     # --- events --------------------------------------------------------------------
 
-    def fire_event(self, event: Any, **keywords: Hashable) -> Deferred[DispatchResult]:
+    def fire_event(
+        self, event: Any, *, on_error: str | None = None, **keywords: Hashable
+    ) -> Deferred[DispatchResult]:
         """
         Dispatch C{event} to every handler whose match spec matches C{keywords},
         phase by phase.
+
+        @param on_error: C{"abort"} or C{"continue"}: for this event, whether
+            a failed handler stops the later phases, whatever the phases'
+            own policies (see L{Phase}).
 
         @return: a Deferred firing with the L{DispatchResult}, one outcome per
             matching handler (a handler's failure is an outcome, not a failure
@@ -828,6 +886,7 @@ class EventDispatcher:
             that is not hashable.
         """
         self._check_fired(keywords, "fire_event")
+        check_on_error(on_error, "fire_event(on_error=...)")
         if not self._running:
             return fail(
                 NotRunningError(
@@ -852,9 +911,69 @@ class EventDispatcher:
                     )
                 )
             waiter: Deferred[DispatchResult] = Deferred()
-            self._waiting.append((waiter, data, keywords))
+            self._waiting.append((waiter, data, keywords, on_error))
             return waiter
-        return self._accept(data, keywords)
+        return self._accept(data, keywords, on_error)
+
+    def _take_follow_ups(self, pool: IHandlerPool) -> None:
+        # Pools whose children can fire follow-up events hand them here.
+        set_follow_ups = getattr(pool, "set_follow_ups", None)
+        if callable(set_follow_ups):
+            set_follow_ups(self._fire_follow_up if self._max_depth else None)
+
+    def _fire_follow_up(
+        self,
+        depth: int,
+        event: bytes,
+        keywords: dict[str, Any],
+        on_error: str | None,
+    ) -> tuple[int, Deferred[DispatchResult]]:
+        """
+        Accept a follow-up event a handler fired from its child, C{depth}
+        deep, and start it at once: it bypasses the queue, C{max_in_flight}
+        and C{order_by}, because the event that fired it (which holds its
+        place in them) may be waiting for it.
+
+        @return: the event's number and the Deferred of its result.
+        @raise FollowUpError: when it is refused, saying why.
+        """
+        if depth > self._max_depth:
+            raise FollowUpDepthError(
+                f"a follow-up event at depth {depth} is past max_depth="
+                f"{self._max_depth}: handlers that fire events reaching handlers "
+                "that fire events are cut there (a loop?)"
+            )
+        if self._aborting or not (self._running or self._stopping is not None):
+            raise FollowUpError("the dispatcher is stopping: no follow-up events")
+        try:
+            self._check_fired(keywords, "follow-up event")
+            check_on_error(on_error, "on_error")
+            # Plain values only: type tags a child sent are not rebuilt in
+            # other children.
+            data = encode_event(decode_result(event), self._max_event_size)
+        except (ValueError, ActorDispatchError) as e:
+            raise FollowUpError(str(e)) from None
+        delivery = _Delivery(
+            event=data,
+            keywords=keywords,
+            order_key=None,
+            plan=self._registry.plan(keywords, self._reactor.seconds()),
+            done=Deferred(),
+            number=self._accepted + 1,
+            on_error=on_error,
+            depth=depth,
+        )
+        self._accepted += 1
+        self._in_flight += 1
+        if self._trace:
+            _log.debug(
+                "follow-up event {event} (depth {depth}) accepted: {keywords}",
+                event=delivery.number,
+                depth=depth,
+                keywords=dict(keywords),
+            )
+        self._run_phase(delivery)
+        return delivery.number, delivery.done
 
     def _starts_at_once(self, keywords: Mapping[str, Hashable]) -> bool:
         """
@@ -868,7 +987,10 @@ class EventDispatcher:
         )
 
     def _accept(
-        self, data: bytes, keywords: Mapping[str, Hashable]
+        self,
+        data: bytes,
+        keywords: Mapping[str, Hashable],
+        on_error: str | None = None,
     ) -> Deferred[DispatchResult]:
         delivery = _Delivery(
             event=data,
@@ -877,6 +999,7 @@ class EventDispatcher:
             plan=self._registry.plan(keywords, self._reactor.seconds()),
             done=Deferred(),
             number=self._accepted + 1,
+            on_error=on_error,
         )
         self._accepted += 1
         if self._trace:
@@ -911,15 +1034,15 @@ class EventDispatcher:
             or self._queued < self._max_queue
             or self._starts_at_once(self._waiting[0][2])
         ):
-            waiter, data, keywords = self._waiting.popleft()
-            self._accept(data, keywords).chainDeferred(waiter)
+            waiter, data, keywords, on_error = self._waiting.popleft()
+            self._accept(data, keywords, on_error).chainDeferred(waiter)
 
     def _run_phase(self, delivery: _Delivery) -> None:
         """
-        Start every handler of the current phase; move on when all settled.
+        Start the current phase's handlers; move on when all settled.
         """
-        while delivery.phase_index < len(self.phases):
-            phase = self.phases[delivery.phase_index]
+        while delivery.phase_index < len(self._phase_specs):
+            phase = self._phase_specs[delivery.phase_index]
             planned = delivery.plan[delivery.phase_index]
             delivery.phase_index += 1
             if planned:
@@ -927,64 +1050,141 @@ class EventDispatcher:
                 return
         self._finish(delivery)
 
+    def _skip_reason(
+        self, delivery: _Delivery, registration: Registration
+    ) -> tuple[str | None, str] | None:
+        """
+        Why an invocation planned for C{delivery} must not run now, if so:
+        C{(error_type, message)}.
+        """
+        if registration.removed:
+            return None, "the handler was removed before its phase ran"
+        if self._aborting:
+            return None, "the dispatcher stopped before its phase ran"
+        return delivery.halted
+
     def _start_phase(
-        self, delivery: _Delivery, phase: str, planned: list[Registration]
+        self, delivery: _Delivery, phase: Phase, planned: list[Registration]
     ) -> None:
-        skip = self._aborting or (
-            self._skip_after_failure and any(not o.ok for o in delivery.outcomes)
-        )
-        run = _PhaseRun(delivery, [None] * len(planned), len(planned))
-        sends: dict[str, list[tuple[int, Registration, Invocation]]] = {}
+        run = _PhaseRun(delivery, phase, [None] * len(planned), len(planned))
         if self._trace:
             _log.debug(
                 "event {event} phase {phase}: starting {count} handler(s)",
                 event=delivery.number,
-                phase=phase,
+                phase=phase.name,
                 count=len(planned),
             )
+        items = []
         for slot, registration in enumerate(planned):
             invocation = Invocation(
                 handler_id=registration.handler_id,
                 handler=registration.handler,
-                phase=phase,
+                phase=phase.name,
                 event=delivery.event,
                 timeout=registration.timeout,
                 keywords=delivery.keywords,
+                depth=delivery.depth,
             )
-            if registration.removed or skip:
-                if not registration.removed:
-                    self._registry.release(registration)
-                reason = (
-                    "the handler was removed before its phase ran"
-                    if registration.removed
-                    else "the dispatcher stopped before its phase ran"
-                    if self._aborting
-                    else "an earlier phase failed"
-                )
-                self._settled(
-                    invocation.outcome("skipped", error_message=reason),
-                    run,
-                    slot,
-                    None,
-                    invocation,
-                )
-                continue
-            sends.setdefault(registration.pool, []).append(
-                (slot, registration, invocation)
-            )
-        for name, items in sends.items():
+            skip = self._skip_reason(delivery, registration)
+            if skip is not None:
+                self._skip(run, slot, registration, invocation, skip)
+            else:
+                items.append((slot, registration, invocation))
+        if phase.sequential and len(items) > 1:
+            run.later.extend(items[1:])
+            del items[1:]
+        self._send(run, items)
+
+    def _skip(
+        self,
+        run: _PhaseRun,
+        slot: int,
+        registration: Registration,
+        invocation: Invocation,
+        reason: tuple[str | None, str],
+    ) -> None:
+        if not registration.removed:
+            self._registry.release(registration)
+        error_type, message = reason
+        self._settled(
+            invocation.outcome("skipped", error_type=error_type, error_message=message),
+            run,
+            slot,
+            None,
+            invocation,
+        )
+
+    def _send(
+        self, run: _PhaseRun, items: list[tuple[int, Registration, Invocation]]
+    ) -> None:
+        sends: dict[str, list[tuple[int, Registration, Invocation]]] = {}
+        for item in items:
+            sends.setdefault(item[1].pool, []).append(item)
+        for name, chosen in sends.items():
             pool = self._pools[name]
             # Pools that can take a phase's invocations together batch them.
             invoke_many = getattr(pool, "invoke_many", None)
             started = (
-                invoke_many([invocation for _, _, invocation in items])
-                if callable(invoke_many)
-                else [pool.invoke(invocation) for _, _, invocation in items]
+                invoke_many([invocation for _, _, invocation in chosen])
+                if callable(invoke_many) and len(chosen) > 1
+                else [pool.invoke(invocation) for _, _, invocation in chosen]
             )
             for (slot, registration, invocation), done in zip(
-                items, started, strict=True
+                chosen, started, strict=True
             ):
                 done.addBoth(self._settled, run, slot, registration, invocation)
+
+    def _advance(self, run: _PhaseRun) -> None:
+        """
+        In a sequential phase, send the next invocation (skipping those that
+        must not run now).
+        """
+        while run.later:
+            slot, registration, invocation = run.later.popleft()
+            skip = self._skip_reason(run.delivery, registration)
+            if skip is None:
+                self._send(run, [(slot, registration, invocation)])
+                return
+            self._skip(run, slot, registration, invocation, skip)
+
+    def _judge(self, run: _PhaseRun, result: HandlerOutcome) -> HandlerOutcome:
+        """
+        Apply the phase's veto and error policies to a final outcome: a veto
+        where none is allowed becomes an error; a veto, or a failure under
+        C{on_error="abort"}, halts the event.
+        """
+        phase = run.phase
+        delivery = run.delivery
+        if result.veto is not None and not phase.veto:
+            result = evolve(
+                result,
+                status="error",
+                veto=None,
+                error_type="actordispatch.VetoNotAllowed",
+                error_message=(
+                    f"the handler returned Veto({result.veto!r}) in phase "
+                    f"{phase.name!r}, which cannot veto (declare it "
+                    f"Phase({phase.name!r}, veto=True))"
+                ),
+            )
+        if delivery.halted is not None:
+            return result
+        if result.veto is not None:
+            delivery.halted = (
+                "actordispatch.Vetoed",
+                f"vetoed by handler {result.handler_id} ({result.handler}) in "
+                f"phase {phase.name!r}: {result.veto}",
+            )
+        elif result.status in ("error", "timeout", "crashed"):
+            policy = delivery.on_error or phase.on_error
+            if policy == "abort" or (policy is None and self._skip_after_failure):
+                delivery.halted = (
+                    "actordispatch.EarlierFailure",
+                    f"handler {result.handler_id} ({result.handler}) ended "
+                    f"{result.status!r} in phase {phase.name!r} "
+                    f"({result.error_type}) under on_error='abort'",
+                )
+        return result
 
     def _settled(
         self,
@@ -1023,6 +1223,8 @@ class EventDispatcher:
                     self._settled, run, slot, registration, invocation
                 )
                 return
+            if result.status != "skipped":
+                result = self._judge(run, result)
             if registration is not None:
                 self._registry.settle(registration, result)
             if result.status != "ok":
@@ -1050,7 +1252,9 @@ class EventDispatcher:
                     duration=result.duration,
                     pid=result.pid,
                 )
-            if run.remaining == 0:
+            if registration is not None and run.later:
+                self._advance(run)  # sequential: the next one, now this one ended
+            elif run.remaining == 0:
                 run.delivery.outcomes.extend(run.slots)  # type: ignore[arg-type]
                 if self._trace:
                     _log.debug(
@@ -1085,7 +1289,7 @@ class EventDispatcher:
     def _finish(self, delivery: _Delivery) -> None:
         self._in_flight -= 1
         self._finished += 1
-        if self._order_by is not None:
+        if self._order_by is not None and not delivery.depth:
             chain = self._chains[delivery.order_key]
             if chain:
                 self._mailbox.append(chain.popleft())

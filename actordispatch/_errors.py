@@ -107,3 +107,20 @@ class BrokerUnavailableError(ActorDispatchError):
     it was lost): nothing was sent.  The pool keeps reconnecting in the
     background.
     """
+
+
+class FollowUpError(ActorDispatchError):
+    """
+    A follow-up event a handler fired from its child was refused: the message
+    says why (a keyword not allowed, an event too large, too many follow-ups
+    outstanding, follow-ups disabled, the dispatcher stopping).  The handler
+    sees it as the failure of C{children.fire_event}'s Deferred.
+    """
+
+
+class FollowUpDepthError(FollowUpError):
+    """
+    A follow-up event would be deeper than the dispatcher's C{max_depth}: a
+    chain of handlers firing events that reach handlers firing events was cut
+    (most often, a loop).
+    """

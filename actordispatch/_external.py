@@ -72,6 +72,7 @@ from actordispatch._guarded import GuardedAMP
 from actordispatch._invocation import Invocation
 from actordispatch._outcome_json import encode_items, outcome_to_json
 from actordispatch._result import DispatchResult, HandlerOutcome
+from actordispatch._veto import MAX_VETO_REASON
 from actordispatch.interfaces import IHandlerPool
 
 if TYPE_CHECKING:
@@ -220,8 +221,9 @@ class Invoke(amp.Command):
     Dispatcher to external process: run handler C{handler} (the name the peer
     registered) with id C{handler_id} in C{phase} on C{event} (chunked JSON);
     C{timeout} says how many seconds the dispatcher waits.  Answers C{value}
-    (chunked JSON), optionally C{pid} and C{duration} (the handler's own run
-    time); or fails with C{HANDLER_ERROR}.
+    (chunked JSON), optionally C{pid}, C{duration} (the handler's own run
+    time) and C{veto} (the reason of a veto: see L{actordispatch.Veto}); or
+    fails with C{HANDLER_ERROR}.
     """
 
     commandName = b"Invoke"
@@ -236,6 +238,7 @@ class Invoke(amp.Command):
         (b"value", ChunkedBytes()),
         (b"pid", amp.Integer(optional=True)),
         (b"duration", amp.Float(optional=True)),
+        (b"veto", amp.Unicode(optional=True)),
     ]
     errors = {RemoteHandlerError: b"HANDLER_ERROR"}
 
@@ -575,12 +578,14 @@ class RemotePool:
         duration = response.get("duration")
         if not (isinstance(duration, float) and math.isfinite(duration)):
             duration = self._reactor.seconds() - call.sent
+        veto = response.get("veto")
         self._settle(
             call,
             call.invocation.ok(
                 value,
                 duration=max(0.0, duration),
                 pid=pid if isinstance(pid, int) else self.peer_pid,
+                veto=veto[:MAX_VETO_REASON] if isinstance(veto, str) else None,
             ),
         )
 

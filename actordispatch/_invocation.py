@@ -26,6 +26,8 @@ class Invocation:
     @ivar keywords: the keywords the event was fired with (shared by all of its
         invocations; pools that route by them, such as the AMQP pool, read
         them).
+    @ivar depth: 0 for an event the application fired; 1 + the depth of the
+        event whose handler fired it, for a follow-up event.
     """
 
     handler_id: int
@@ -34,12 +36,19 @@ class Invocation:
     event: bytes
     timeout: float | None = None
     keywords: Mapping[str, Hashable] = field(default=_NO_KEYWORDS, eq=False)
+    depth: int = field(default=0, eq=False)
 
     def ok(
-        self, value: Any, *, duration: float = 0.0, pid: int | None = None
+        self,
+        value: Any,
+        *,
+        duration: float = 0.0,
+        pid: int | None = None,
+        veto: str | None = None,
     ) -> HandlerOutcome:
         """
-        The C{"ok"} outcome of this invocation, carrying the handler's C{value}.
+        The C{"ok"} outcome of this invocation, carrying the handler's C{value}
+        (or the reason of the L{Veto} it returned).
         """
         return HandlerOutcome(
             handler_id=self.handler_id,
@@ -49,6 +58,7 @@ class Invocation:
             value=value,
             duration=duration,
             pid=pid,
+            veto=veto,
         )
 
     def outcome(

@@ -17,7 +17,8 @@ from typing import Any
 from actordispatch._codec import encode_value
 from actordispatch._errors import EventEncodingError
 from actordispatch._invocation import Invocation
-from actordispatch._result import STATUSES, HandlerOutcome
+from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome
+from actordispatch._veto import MAX_VETO_REASON
 
 #: The longest error type, message or traceback kept from a peer (characters).
 MAX_TEXT = 64 * 1024
@@ -38,6 +39,7 @@ def outcome_to_json(outcome: HandlerOutcome) -> dict[str, Any]:
         "traceback": outcome.traceback,
         "duration": outcome.duration,
         "pid": outcome.pid,
+        "veto": outcome.veto,
     }
 
 
@@ -69,6 +71,11 @@ def _text(record: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise ValueError(f"{key} must be a string or null, not {type(value).__name__}")
     return value[:MAX_TEXT]
+
+
+def _veto(record: dict[str, Any]) -> str | None:
+    reason = _text(record, "veto")
+    return None if reason is None else reason[:MAX_VETO_REASON]
 
 
 def outcome_from_json(record: object, invocation: Invocation) -> HandlerOutcome:
@@ -113,4 +120,13 @@ def outcome_from_json(record: object, invocation: Invocation) -> HandlerOutcome:
         traceback=_text(record, "traceback"),
         duration=float(duration),
         pid=pid,
+        veto=_veto(record) if status == "ok" else None,
     )
+
+
+def encode_dispatch_result(result: DispatchResult) -> bytes:
+    """
+    A L{DispatchResult} as the JSON object C{{"ok": bool, "outcomes": [...]}}.
+    """
+    outcomes = encode_items([outcome_to_json(o) for o in result.outcomes], "value")
+    return b'{"ok":%s,"outcomes":%s}' % (b"true" if result.ok else b"false", outcomes)

@@ -22,7 +22,11 @@ L{AmpoulePool}:
    running invocation ends C{"crashed"}), and quarantines handlers whose
    children keep dying (L{Quarantine});
  - recycles a child after C{recycle_after} invocations or once its resident
-   memory passes C{max_rss}, between batches, without failing anything.
+   memory passes C{max_rss}, between batches, without failing anything;
+ - hands the follow-up events its children's handlers fire to the dispatcher
+   (L{set_follow_ups}), and I{parks} a child whose handler waits for one: a
+   parked child does not count among the C{size} serving ones, so another
+   serves in its place and waiting never deadlocks the pool.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import json
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import monotonic
 from typing import Any
 
@@ -59,17 +63,27 @@ from actordispatch._commands import AMP_MAX_VALUE, CheckHandler, Ping, RunBatch
 from actordispatch._errors import (
     ActorDispatchError,
     ChildEndedError,
+    FollowUpError,
     HandlerImportError,
 )
 from actordispatch._invocation import Invocation
+from actordispatch._outcome_json import encode_dispatch_result
 from actordispatch._quarantine import Quarantine
 from actordispatch._result import HandlerOutcome, Status
 from actordispatch._sandbox import SandboxProfile, missing_layers
+from actordispatch._veto import MAX_VETO_REASON
 from actordispatch.interfaces import IHandlerPool
 
 __all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "child_environment"]
 
 _log = Logger()
+
+#: Where a pool hands follow-up events: called with the depth, the encoded
+#: event, the keywords and the C{on_error} policy, it answers the event's
+#: number and a Deferred of its L{DispatchResult}, or raises (refused).
+FollowUps = Callable[
+    [int, bytes, dict[str, Any], "str | None"], "tuple[int, Deferred[Any]]"
+]
 
 
 @define(eq=False)
@@ -102,7 +116,13 @@ def _outcome_from_record(
     if not isinstance(duration, (int, float)):
         duration = 0.0
     if record.get("s") == "ok":
-        return invocation.ok(record.get("v"), duration=float(duration), pid=pid)
+        veto = record.get("veto")
+        return invocation.ok(
+            record.get("v"),
+            duration=float(duration),
+            pid=pid,
+            veto=veto[:MAX_VETO_REASON] if isinstance(veto, str) else None,
+        )
 
     def text(key: str) -> str | None:
         value = record.get(key)
@@ -149,6 +169,11 @@ class AmpoulePool:
         nothing, so that one takes over at once when a serving child dies or
         is recycled (a few milliseconds instead of a cold interpreter's few
         hundred); 0 for none.  They boot after the serving children.
+    @ivar max_waiting: the most children parked at once, each waiting for
+        a follow-up event its handler fired (each parked child has a
+        stand-in); past it, a handler's waiting follow-up is refused.
+    @ivar max_follow_ups: the most follow-up events one child's handlers may
+        have running at once (waited for or not).
     @ivar reactor: the reactor (the global one by default).
     """
 
@@ -170,6 +195,8 @@ class AmpoulePool:
     quarantine_cap: float = 60.0
     max_boot_failures: int = 5
     standby: int = 1
+    max_waiting: int = 32
+    max_follow_ups: int = 64
     reactor: Any = None
     _children: dict[int, Child] = field(factory=dict, init=False)
     _idle: deque[Child] = field(factory=deque, init=False)
@@ -186,6 +213,8 @@ class AmpoulePool:
     _last_boot_error: str = field(default="", init=False)
     _wanted_warm: set[str] = field(factory=set, init=False)
     _warm: set[str] = field(factory=set, init=False)
+    _parked: int = field(default=0, init=False)
+    _follow_ups: Any = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.size < 1:
@@ -234,7 +263,7 @@ class AmpoulePool:
         serving = [c.pid for c in live if c.state in ("idle", "busy", "retiring")]
         # A booting child serves once up if fewer than size do; else it stands by.
         booting = [c.pid for c in live if c.state == "booting"]
-        pids = serving + booting[: max(0, self.size - len(serving))]
+        pids = serving + booting[: max(0, self._target() - len(serving))]
         return sorted(pid for pid in pids if pid is not None)
 
     def standby_pids(self) -> list[int]:
@@ -323,6 +352,7 @@ class AmpoulePool:
                 "preload": sorted(self._warm),
             },
             on_protocol_error=lambda message: self._protocol_error(holder[0], message),
+            on_follow_up=lambda **arguments: self._follow_up(holder[0], **arguments),
             max_box_bytes=self.max_reply_size + 64 * 1024,
             max_box_keys=self.max_reply_size // AMP_MAX_VALUE + 16,
             output_cap=self.output_cap,
@@ -355,7 +385,7 @@ class AmpoulePool:
                 },
             )
         serving = sum(1 for c in self._children.values() if c.state in ("idle", "busy"))
-        if serving < self.size:
+        if serving < self._target():
             child.state = "idle"
             self._idle.append(child)
         else:
@@ -413,6 +443,9 @@ class AmpoulePool:
                         f"handler {work.name!r}"
                     )
                 )
+        if child.waits:
+            child.waits = 0
+            self._parked -= 1
         child.state = "dying"
         child.spool.close()
         self._maintain()
@@ -431,7 +464,7 @@ class AmpoulePool:
         alive = sum(
             1 for c in self._children.values() if c.state not in ("dying", "retiring")
         )
-        missing = self.size + self.standby - alive
+        missing = self._target() + self.standby - alive
         if missing <= 0:
             return
         if self._boot_failures:
@@ -452,7 +485,7 @@ class AmpoulePool:
             1 for c in self._children.values() if c.state in ("idle", "busy", "booting")
         )
         promoted = False
-        while self._spares and serving < self.size:
+        while self._spares and serving < self._target():
             spare = self._spares.popleft()
             spare.state = "idle"
             self._idle.append(spare)
@@ -461,6 +494,13 @@ class AmpoulePool:
         if promoted:
             # Not from here: _maintain runs inside the pool's own bookkeeping.
             self.reactor.callLater(0, self._pump)
+
+    def _target(self) -> int:
+        """
+        How many children should serve: C{size}, plus one standing in for
+        each parked child.
+        """
+        return self.size + self._parked
 
     def _respawn_now(self) -> None:
         self._respawn = None
@@ -569,6 +609,93 @@ class AmpoulePool:
     def _cancel(call: Any) -> None:
         if call is not None and call.active():
             call.cancel()
+
+    # --- follow-up events --------------------------------------------------------
+
+    def set_follow_ups(self, sink: FollowUps | None) -> None:
+        """
+        Have the follow-up events this pool's handlers fire handed to C{sink}
+        (the dispatcher does this for its pools), or refused (C{None}).
+        """
+        self._follow_ups = sink
+
+    def _follow_up(
+        self,
+        child: Child,
+        event: bytes,
+        keywords: str,
+        seq: int,
+        wait: bool,
+        on_error: str | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """
+        A handler running in C{child} fired a follow-up event: hand it to the
+        dispatcher, at the depth of the deepest event of the child's batch
+        plus one (a child cannot lie its way out of the depth limit), and
+        park the child while its handler waits.
+        """
+        batch = child.work
+        if self._follow_ups is None:
+            return fail(FollowUpError("this pool takes no follow-up events"))
+        if not isinstance(batch, _Batch) or batch.seq != seq or batch.settled:
+            return fail(
+                FollowUpError(
+                    "no handler of this child is running: fire follow-up events "
+                    "while the handler runs"
+                )
+            )
+        if child.follow_ups >= self.max_follow_ups:
+            return fail(
+                FollowUpError(
+                    f"this child's handlers have {child.follow_ups} follow-up "
+                    f"events running (max_follow_ups={self.max_follow_ups})"
+                )
+            )
+        if wait and not child.waits and self._parked >= self.max_waiting:
+            return fail(
+                FollowUpError(
+                    f"{self._parked} children already wait for follow-up events "
+                    f"(max_waiting={self.max_waiting}): fire it with wait=False"
+                )
+            )
+        try:
+            parsed = json.loads(keywords)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            return fail(FollowUpError("the keywords must be a JSON object"))
+        depth = max(p.invocation.depth for p in batch.items) + 1
+        try:
+            number, fired = self._follow_ups(depth, event, parsed, on_error)
+        except FollowUpError as e:
+            return fail(e)
+        except (ValueError, TypeError, ActorDispatchError) as e:
+            return fail(FollowUpError(str(e)))
+        child.follow_ups += 1
+        if wait:
+            child.waits += 1
+            if child.waits == 1:
+                self._parked += 1
+                self._maintain()  # a stand-in serves while it waits
+                self._pump()
+
+        def finished(result: Any) -> Any:
+            child.follow_ups -= 1
+            if wait and child.waits:
+                child.waits -= 1
+                if not child.waits:
+                    self._parked -= 1
+            return result
+
+        fired.addBoth(finished)
+        if not wait:
+            fired.addErrback(
+                lambda reason: _log.failure("follow-up event failed", reason)
+            )
+            return succeed({"number": number})
+        return fired.addCallback(
+            lambda result: {"number": number, "result": encode_dispatch_result(result)}
+        )
 
     # --- work ----------------------------------------------------------------------
 
@@ -906,10 +1033,22 @@ class AmpoulePool:
         if why is not None or not self._running:
             _log.info("child {pid} recycled", pid=child.pid)
             self._retire(child)
+        elif not child.waits and self._surplus():
+            # It stood in for a parked child that is back: stand by or go.
+            if len(self._spares) < self.standby:
+                child.state = "standby"
+                self._spares.append(child)
+            else:
+                self._retire(child)
         else:
             child.state = "idle"
             self._idle.append(child)
         self._pump()
+
+    def _surplus(self) -> bool:
+        # Booting children do not count: they become standby ones if not needed.
+        serving = sum(1 for c in self._children.values() if c.state in ("idle", "busy"))
+        return serving > self._target()
 
     def _batch_failed(self, reason: Failure, batch: _Batch) -> None:
         if batch.settled:

@@ -48,6 +48,8 @@ class Registration:
     expires_at: float | None = None
     #: a token naming who registered it, for C{remove_event_handlers(owner=...)}
     owner: Hashable | None = None
+    #: higher runs (or is sent) first within its phase; then registration order
+    priority: int = 0
     reserved: int = 0
     settled: int = 0
     removed: bool = False
@@ -85,6 +87,7 @@ class Registration:
             retries=self.retries,
             expires_at=self.expires_at,
             owner=self.owner,
+            priority=self.priority,
             calls=self.settled,
             failures=self.failures,
             p50=percentile(0.50),
@@ -107,6 +110,7 @@ class HandlerInfo:
         children.
     @ivar expires_at: the reactor time at which it removes itself, if any.
     @ivar owner: the owner token it was registered with, if any.
+    @ivar priority: its priority within its phase (higher first).
     """
 
     handler_id: int
@@ -125,6 +129,15 @@ class HandlerInfo:
     child_pids: tuple[int, ...] = ()
     expires_at: float | None = None
     owner: Hashable | None = None
+    priority: int = 0
+
+
+def run_order(registration: Registration) -> tuple[int, int]:
+    """
+    The sort key of a phase's handlers: highest priority first, then
+    registration order.
+    """
+    return (-registration.priority, registration.handler_id)
 
 
 @define
@@ -141,6 +154,8 @@ class HandlerRegistry:
     _indexes: dict[str, RoutingIndex] = field(init=False)
     #: how many live registrations have an C{expires_at}
     _expiring: int = field(default=0, init=False)
+    #: per phase, how many live registrations have a priority other than 0
+    _prioritized: dict[str, int] = field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._indexes = {phase: RoutingIndex() for phase in self.phases}
@@ -164,6 +179,9 @@ class HandlerRegistry:
         self._by_id[registration.handler_id] = registration
         if registration.expires_at is not None:
             self._expiring += 1
+        if registration.priority:
+            phase = registration.phase
+            self._prioritized[phase] = self._prioritized.get(phase, 0) + 1
         self._indexes[registration.phase].add(
             registration.handler_id, registration.spec
         )
@@ -181,6 +199,8 @@ class HandlerRegistry:
         registration.removed = True
         if registration.expires_at is not None:
             self._expiring -= 1
+        if registration.priority:
+            self._prioritized[registration.phase] -= 1
         self._indexes[registration.phase].discard(handler_id, registration.spec)
         if self.on_removed is not None:
             self.on_removed(registration)
@@ -199,7 +219,7 @@ class HandlerRegistry:
         """
         verdicts = []
         for phase in self.phases:
-            for registration in self.registrations():
+            for registration in sorted(self.registrations(), key=run_order):
                 if registration.phase != phase:
                     continue
                 reason = registration.spec.refusal(keywords)
@@ -246,6 +266,8 @@ class HandlerRegistry:
                 if late:
                     expired += [r.handler_id for r in late]
                     chosen = [r for r in chosen if r not in late]
+            if len(chosen) > 1 and self._prioritized.get(phase):
+                chosen.sort(key=run_order)
             for registration in chosen:
                 registration.reserved += 1
                 if registration.exhausted:

@@ -18,7 +18,9 @@ from attrs import field, frozen
 #:    running it was killed.
 #:  - C{"crashed"}: the child died (or broke the protocol) while running it.
 #:  - C{"skipped"}: the handler was not run: it was removed after the event was
-#:    accepted, or an earlier phase failed and the dispatcher skips on failure.
+#:    accepted, the event was vetoed (L{Veto}) or stopped by a failure under the
+#:    C{on_error="abort"} policy, or the dispatcher stopped; C{error_type} and
+#:    C{error_message} say which.
 Status = Literal["ok", "error", "timeout", "crashed", "skipped"]
 
 STATUSES: tuple[Status, ...] = ("ok", "error", "timeout", "crashed", "skipped")
@@ -43,6 +45,9 @@ class HandlerOutcome:
     @ivar duration: seconds the handler ran, measured in the child; for a timeout
         or a crash, the seconds from sending the work to learning of its end.
     @ivar pid: the process id of the child that ran it, when known.
+    @ivar veto: for an C{"ok"} outcome of a veto phase whose handler returned
+        L{Veto}, its reason (the event's later phases were skipped); else
+        C{None}.
     """
 
     handler_id: int
@@ -55,6 +60,7 @@ class HandlerOutcome:
     traceback: str | None = None
     duration: float = 0.0
     pid: int | None = None
+    veto: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,6 +92,16 @@ class DispatchResult:
         Whether every outcome is C{"ok"} (also true when nothing matched).
         """
         return all(outcome.ok for outcome in self.outcomes)
+
+    @property
+    def vetoed(self) -> HandlerOutcome | None:
+        """
+        The outcome of the handler whose L{Veto} stopped the event, if one did.
+        """
+        for outcome in self.outcomes:
+            if outcome.veto is not None:
+                return outcome
+        return None
 
     @property
     def failures(self) -> tuple[HandlerOutcome, ...]:

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from actordispatch._errors import HandlerImportError
 from actordispatch._invocation import Invocation
 from actordispatch._result import HandlerOutcome
+from actordispatch._veto import Veto
 from actordispatch.interfaces import IHandlerPool
 
 
@@ -42,9 +43,16 @@ class FakeCall:
         self, value: Any = None, *, duration: float = 0.001, pid: int = 1
     ) -> None:
         """
-        Answer with an C{"ok"} outcome carrying C{value}.
+        Answer with an C{"ok"} outcome carrying C{value}; a L{Veto} becomes
+        the outcome's C{veto} reason, as a child reports it.
         """
-        self._done.callback(self.invocation.ok(value, duration=duration, pid=pid))
+        if isinstance(value, Veto):
+            outcome = self.invocation.ok(
+                None, duration=duration, pid=pid, veto=value.reason
+            )
+        else:
+            outcome = self.invocation.ok(value, duration=duration, pid=pid)
+        self._done.callback(outcome)
 
     def fail(
         self,

@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -30,8 +31,16 @@ from actordispatch._codec import (
     encode_value,
     join_records,
 )
-from actordispatch._commands import HANDLER_NAME, CheckHandler, Ping, RunBatch
+from actordispatch._commands import (
+    HANDLER_NAME,
+    CheckHandler,
+    FireFollowUp,
+    Ping,
+    RunBatch,
+)
 from actordispatch._errors import BatchDecodingError, HandlerImportError
+from actordispatch._veto import Veto
+from children import followup
 
 #: Longest traceback text sent back, in characters (the end is kept).
 MAX_TRACEBACK = 16 * 1024
@@ -205,7 +214,23 @@ class HandlerHost(AMPChild):
         # was the one running, and it started when the batch was sent.
         spool = self._spool_fd if seq is not None and len(items) > 1 else None
         run = _BatchRun(items, seq or 0, spool, self._max_reply_size)
+        # Its handlers may fire follow-up events while it runs (one batch runs
+        # at a time in a child: the parent sends the next after the answer).
+        followup.install(None if seq is None else partial(self._fire_follow_up, seq))
         return self._run_from(run)
+
+    def _fire_follow_up(
+        self, seq: int, event: bytes, keywords: str, wait: bool, on_error: str | None
+    ) -> Deferred[dict[str, Any]]:
+        arguments: dict[str, Any] = {
+            "event": event,
+            "keywords": keywords,
+            "seq": seq,
+            "wait": wait,
+        }
+        if on_error is not None:
+            arguments["on_error"] = on_error
+        return self.callRemote(FireFollowUp, **arguments)
 
     def _run_from(self, run: _BatchRun) -> dict[str, Any] | Deferred[dict[str, Any]]:
         """
@@ -239,6 +264,7 @@ class HandlerHost(AMPChild):
                     continue
                 return waiting.addCallback(lambda _: self._run_from(run))
             run.add(self._ok_record(started, result))
+        followup.install(None)
         answer: dict[str, Any] = {
             "records": join_records(run.records),
             "pid": os.getpid(),
@@ -255,6 +281,10 @@ class HandlerHost(AMPChild):
             run.add(self._ok_record(started, result))
 
     def _ok_record(self, started: float, value: Any) -> str:
+        if isinstance(value, Veto):
+            return encode_outcome_record(
+                "ok", perf_counter() - started, veto=value.reason
+            )
         try:
             encoded = encode_value(value, what="result")
         except Exception as e:

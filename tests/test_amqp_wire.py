@@ -173,10 +173,12 @@ class ReplyTests(SynchronousTestCase):
         included; each is rebuilt against the invocation it answers.
         """
         sent = self.outcome(value={"raw": b"\x00\xff"}, duration=0.25, pid=42)
-        host, records = decode_reply(encode_reply([sent], "h:1"), 10**6)
+        vetoed = self.outcome(value=None, veto="not today")
+        host, records = decode_reply(encode_reply([sent, vetoed], "h:1"), 10**6)
         self.assertEqual(host, "h:1")
         invocation = Invocation(7, "a.b:c", "during", b"{}")
         self.assertEqual(outcome_from_json(records[0], invocation), sent)
+        self.assertEqual(outcome_from_json(records[1], invocation), vetoed)
 
     def test_garbage_refused(self) -> None:
         """
@@ -202,6 +204,7 @@ class ReplyTests(SynchronousTestCase):
             {**good, "duration": True},
             {**good, "pid": True},
             {**good, "error_type": 3},
+            {**good, "veto": 3},
             ["not", "a", "dict"],
         ):
             self.assertRaises(ValueError, outcome_from_json, bad, invocation)
@@ -213,6 +216,9 @@ class ReplyTests(SynchronousTestCase):
         )
         self.assertIsNone(failed.value)
         self.assertEqual(len(failed.error_message or ""), 64 * 1024)
+        # A veto comes with "ok" only.
+        vetoed = outcome_from_json({**good, "status": "error", "veto": "x"}, invocation)
+        self.assertIsNone(vetoed.veto)
 
 
 class BrokerAddressTests(SynchronousTestCase):

@@ -367,3 +367,42 @@ class OperatorConfigTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             parse_config(head + entry + "expires = 0\n", "bad.toml")
         self.assertIn("bad.toml: handlers[0].expires", str(caught.exception))
+
+    def test_phases_and_priority(self) -> None:
+        """
+        A phase may be a table (name, sequential, veto, on_error) and a
+        handler takes a priority; mistakes name the key.
+        """
+        from actordispatch import Phase
+
+        config = parse_config(
+            '[dispatcher]\nkeywords = ["role"]\nphases = ["before", '
+            '{ name = "check", sequential = true, veto = true, on_error = "abort" }]\n'
+            '[[handlers]]\nhandler = "a.b:c"\nphase = "check"\npriority = 5\n'
+        )
+        self.assertEqual(
+            config.dispatcher["phases"],
+            ("before", Phase("check", sequential=True, veto=True, on_error="abort")),
+        )
+        self.assertEqual(config.handlers[0].options, {"priority": 5})
+        for phases, key in [
+            ('[{ name = "a", veto = 1 }]', "dispatcher.phases[0].veto"),
+            ('["a", { veto = true }]', "dispatcher.phases[1].name"),
+            ('[{ name = "a", on_error = "stop" }]', "dispatcher.phases[0]"),
+            ('[{ name = "a", colour = "red" }]', "dispatcher.phases[0].colour"),
+            ("[3]", "dispatcher.phases[0]"),
+            ('["a", { name = "a" }]', "dispatcher.phases"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse_config(
+                    f'[dispatcher]\nkeywords = ["role"]\nphases = {phases}\n',
+                    "bad.toml",
+                )
+            self.assertIn(f"bad.toml: {key}", str(caught.exception))
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(
+                '[dispatcher]\nkeywords = ["role"]\n[[handlers]]\nhandler = "a.b:c"\n'
+                'phase = "during"\npriority = 1.5\n',
+                "bad.toml",
+            )
+        self.assertIn("bad.toml: handlers[0].priority", str(caught.exception))

@@ -215,6 +215,7 @@ class FireTests(SynchronousTestCase):
                 "traceback",
                 "duration",
                 "pid",
+                "veto",
             },
         )
 

@@ -171,6 +171,7 @@ class Invoke(amp.Command):
         (b"value", ChunkedBytes()),
         (b"pid", amp.Integer(optional=True)),
         (b"duration", amp.Float(optional=True)),
+        (b"veto", amp.Unicode(optional=True)),
     ]
     errors = {HandlerError: b"HANDLER_ERROR"}
 

@@ -190,3 +190,39 @@ def burn_cpu(event: Any) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pass
+
+
+def unknown_command(event: Any) -> None:
+    """
+    Send the parent a command it does not serve, then hang.
+    """
+    _raw_to_parent(_box([(b"_command", b"Shutdown"), (b"_ask", b"1")]))
+    time.sleep(30)
+
+
+def forged_follow_ups(event: Any) -> Any:
+    """
+    Fire follow-up events the parent must refuse, over the child's own AMP
+    connection: one naming a batch that is not running, then more at once
+    (without waiting) than the pool allows.  Returns what was refused.
+    """
+    from twisted.internet.defer import DeferredList
+
+    from actordispatch._commands import FireFollowUp
+    from children import fire_event, followup
+
+    host = followup._sender.func.__self__  # type: ignore[union-attr]
+    forged = host.callRemote(
+        FireFollowUp, event=b"{}", keywords="{}", seq=999_999, wait=True
+    )
+    flood = [fire_event({}, wait=False, kind="note") for _ in range(event["flood"])]
+
+    def summarise(results: list[tuple[bool, Any]]) -> dict[str, Any]:
+        (forged_ok, forged_value), *rest = results
+        return {
+            "forged": None if forged_ok else forged_value.getErrorMessage(),
+            "accepted": sum(1 for ok, _ in rest if ok),
+            "refused": sorted({v.getErrorMessage() for ok, v in rest if not ok}),
+        }
+
+    return DeferredList([forged, *flood], consumeErrors=True).addCallback(summarise)

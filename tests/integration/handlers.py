@@ -111,3 +111,78 @@ def mark_then_sleep(event: dict[str, Any]) -> int:
         mark.write(f"{os.getpid()}\n")
     time.sleep(event.get("seconds", 0.0))
     return os.getpid()
+
+
+def span(event: Any) -> list[float]:
+    """
+    Sleep 50 ms; return when this ran, as C{[start, end]} on the machine's
+    monotonic clock (shared by all processes).
+    """
+    start = time.monotonic()
+    time.sleep(0.05)
+    return [start, time.monotonic()]
+
+
+def gate(event: dict[str, Any]) -> Any:
+    """
+    Return C{Veto(event["veto"])} when the event asks for one, else C{"pass"}.
+    """
+    from actordispatch import Veto
+
+    if event.get("veto"):
+        return Veto(event["veto"])
+    return "pass"
+
+
+async def ask(event: dict[str, Any]) -> dict[str, Any]:
+    """
+    Fire a follow-up event C{{"question": ...}} with the event's C{keywords}
+    (by default C{kind="answer"}), wait for it, and return what its handlers
+    said (or the refusal).
+    """
+    from children import fire_event
+
+    keywords = event.get("keywords", {"kind": "answer"})
+    try:
+        result = await fire_event({"question": event.get("question")}, **keywords)
+    except Exception as e:
+        return {"refused": type(e).__name__, "message": str(e)}
+    return {
+        "number": result.number,
+        "ok": result.ok,
+        "values": [o["value"] for o in result.outcomes],
+        "pid": os.getpid(),
+    }
+
+
+def answer(event: dict[str, Any]) -> dict[str, Any]:
+    """
+    Answer a question (the event arrives as plain JSON values).
+    """
+    return {"answer": f"re: {event['question']}", "pid": os.getpid()}
+
+
+async def recurse(event: dict[str, Any]) -> Any:
+    """
+    Fire the same kind of event one level down and wait for it: a loop, which
+    the dispatcher's max_depth cuts.  Returns how deep it got.
+    """
+    from actordispatch import ActorDispatchError
+    from children import fire_event
+
+    level = event["level"]
+    try:
+        result = await fire_event({"level": level + 1}, kind="loop")
+    except ActorDispatchError as e:
+        return {"cut_at": level, "error": type(e).__name__, "message": str(e)}
+    return result.outcomes[0]["value"]
+
+
+def notify_later(event: dict[str, Any]) -> int:
+    """
+    Fire a follow-up event without waiting for it; return at once.
+    """
+    from children import fire_event
+
+    fire_event({"mark": event["mark"]}, wait=False, kind="note")
+    return os.getpid()

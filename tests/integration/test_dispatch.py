@@ -443,3 +443,153 @@ class DemoTests(TestCase):
         self.assertIn("PermissionError: guests may not be created: mallory", text)
         self.assertRegex(text, r"pid=\d+ +\d+\.\d+ ms")
         self.assertLess(time.monotonic() - started, 60)
+
+
+class ControlTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_sequential_priority_and_veto(self) -> Any:
+        """
+        With real children: a sequential phase runs its handlers one after
+        another in priority order (two children are idle, yet they never
+        overlap); a handler of a veto phase returning Veto stops the event,
+        the rest ending "skipped" with the reason; without a veto every phase
+        runs.
+        """
+        from actordispatch import Phase
+
+        d = self.dispatcher(
+            phases=(Phase("check", sequential=True, veto=True), "during"),
+        )
+        yield d.start()
+        low = yield d.add_event_handler(H + "span", "check", priority=-1)
+        high = yield d.add_event_handler(H + "span", "check", priority=5)
+        guard = yield d.add_event_handler(H + "gate", "check")
+        after = yield d.add_event_handler(H + "pid", "during")
+        result = yield d.fire_event({})
+        self.assertTrue(result.ok, result.failures)
+        self.assertEqual(
+            [o.handler_id for o in result.outcomes], [high, guard, low, after]
+        )
+        (high_start, high_end), (low_start, _) = (
+            result.outcomes[0].value,
+            result.outcomes[2].value,
+        )
+        self.assertLessEqual(high_end, low_start)
+        self.assertLess(high_start, low_start)
+
+        result = yield d.fire_event({"veto": "not today"})
+        self.assertEqual(
+            [(o.handler_id, o.status) for o in result.outcomes],
+            [(high, "ok"), (guard, "ok"), (low, "skipped"), (after, "skipped")],
+        )
+        self.assertEqual(result.vetoed.handler_id, guard)
+        self.assertEqual(result.vetoed.veto, "not today")
+        self.assertEqual(
+            result.outcomes[3].error_message,
+            f"vetoed by handler {guard} ({H}gate) in phase 'check': not today",
+        )
+
+    @defer.inlineCallbacks
+    def test_error_policy(self) -> Any:
+        """
+        With real children: a handler raising in an on_error="abort" phase
+        skips the later phases; fire_event(on_error="continue") lets them run.
+        """
+        from actordispatch import Phase
+
+        d = self.dispatcher(phases=(Phase("first", on_error="abort"), "second"))
+        yield d.start()
+        yield d.add_event_handler(H + "boom", "first")
+        yield d.add_event_handler(H + "pid", "second")
+        result = yield d.fire_event({})
+        self.assertEqual([o.status for o in result.outcomes], ["error", "skipped"])
+        self.assertEqual(result.outcomes[1].error_type, "actordispatch.EarlierFailure")
+        result = yield d.fire_event({}, on_error="continue")
+        self.assertEqual([o.status for o in result.outcomes], ["error", "ok"])
+
+
+class FollowUpTests(RealChildrenTestCase):
+    @defer.inlineCallbacks
+    def test_wait_for_own_follow_up_one_child(self) -> Any:
+        """
+        With one child and one event in flight at a time, a handler waits for
+        the result of a follow-up event that needs a child of the same pool:
+        its child is parked and a stand-in serves the follow-up.  The
+        dispatcher counts both events, and afterwards the pool is back to one
+        serving child.
+        """
+        d = self.dispatcher(
+            allowed_match_spec_keywords=("kind",), pool_size=1, max_in_flight=1
+        )
+        yield d.start()
+        asker = yield d.add_event_handler(H + "ask", "during", kind="question")
+        yield d.add_event_handler(H + "answer", "during", kind="answer")
+        result = yield d.fire_event({"question": "why?"}, kind="question")
+        self.assertTrue(result.ok, result.failures)
+        (outcome,) = result.outcomes
+        self.assertEqual(outcome.handler_id, asker)
+        value = outcome.value
+        self.assertTrue(value["ok"])
+        ((answered,),) = [value["values"]]
+        self.assertEqual(answered["answer"], "re: why?")
+        self.assertNotEqual(answered["pid"], value["pid"])  # the stand-in
+        self.assertEqual(d.stats().accepted, 2)
+        self.assertEqual(d.stats().finished, 2)
+        pool = d.pools()["default"]
+        for _ in range(100):
+            if len(pool.child_pids()) == 1:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(pool.child_pids()), 1)
+
+    @defer.inlineCallbacks
+    def test_loop_cut_by_max_depth(self) -> Any:
+        """
+        A handler that fires, and waits for, the event that reaches itself
+        loops; max_depth cuts the chain with FollowUpDepthError, which the
+        deepest handler sees, and every level finishes.
+        """
+        d = self.dispatcher(allowed_match_spec_keywords=("kind",), max_depth=3)
+        yield d.start()
+        yield d.add_event_handler(H + "recurse", "during", kind="loop")
+        result = yield d.fire_event({"level": 0}, kind="loop")
+        self.assertTrue(result.ok, result.failures)
+        cut = result.outcomes[0].value
+        self.assertEqual(cut["cut_at"], 3)
+        self.assertEqual(cut["error"], "FollowUpDepthError")
+        self.assertIn("depth 4 is past max_depth=3", cut["message"])
+        self.assertEqual(d.stats().accepted, 4)
+
+    @defer.inlineCallbacks
+    def test_refused_and_fire_and_forget(self) -> Any:
+        """
+        A follow-up with a keyword that is not allowed is refused with a clear
+        FollowUpError; one fired without waiting runs after its handler
+        returned; with max_depth=0 follow-ups are refused.
+        """
+        mark = self.mktemp()
+        d = self.dispatcher(allowed_match_spec_keywords=("kind",))
+        yield d.start()
+        yield d.add_event_handler(H + "ask", "during", kind="question")
+        yield d.add_event_handler(H + "notify_later", "during", kind="later")
+        yield d.add_event_handler(H + "mark_then_sleep", "during", kind="note")
+        result = yield d.fire_event(
+            {"question": "?", "keywords": {"colour": "red"}}, kind="question"
+        )
+        refusal = result.outcomes[0].value
+        self.assertEqual(refusal["refused"], "FollowUpError")
+        self.assertIn("keywords that are not allowed: colour", refusal["message"])
+        result = yield d.fire_event({"mark": mark}, kind="later")
+        self.assertTrue(result.ok, result.failures)
+        for _ in range(100):
+            if d.stats().finished == d.stats().accepted:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        with open(mark) as marked:
+            self.assertEqual(len(marked.read().split()), 1)
+
+        off = self.dispatcher(allowed_match_spec_keywords=("kind",), max_depth=0)
+        yield off.start()
+        yield off.add_event_handler(H + "ask", "during", kind="question")
+        result = yield off.fire_event({"question": "?"}, kind="question")
+        self.assertEqual(result.outcomes[0].value["refused"], "FollowUpError")

@@ -417,6 +417,12 @@ class ProtocolTests(FaultTestCase):
         """
         return self.check_dropped("half_frame", "incomplete")
 
+    def test_unknown_command(self) -> Any:
+        """
+        A command other than FireFollowUp from a child drops it.
+        """
+        return self.check_dropped("unknown_command", "a command from the child")
+
 
 class ShutdownTests(FaultTestCase):
     @defer.inlineCallbacks
@@ -643,3 +649,30 @@ class StandbyTests(FaultTestCase):
         self.assertNotIn(pool.standby_pids()[0], (spare, serving))
         self.assertEqual(self.pool(size=1, standby=0).standby, 0)
         self.assertRaises(ValueError, self.pool, standby=-1)
+
+
+class FollowUpFaultTests(FaultTestCase):
+    @defer.inlineCallbacks
+    def test_forged_and_flooded_follow_ups(self) -> Any:
+        """
+        A child's follow-up naming a batch it is not running is refused; a
+        flood of follow-ups is cut at max_follow_ups; the child keeps serving
+        and every accepted follow-up event finishes.
+        """
+        d = self.dispatcher(pool=self.pool(size=1, max_follow_ups=5))
+        yield d.start()
+        yield d.add_event_handler(F + "forged_follow_ups", "during", kind="bad")
+        yield d.add_event_handler(F + "ok", "during", kind="note")
+        result = yield d.fire_event({"flood": 8}, kind="bad")
+        self.assertTrue(result.ok, result.failures)
+        summary = result.outcomes[0].value
+        self.assertIn("no handler of this child is running", summary["forged"])
+        self.assertEqual(summary["accepted"], 5)
+        self.assertEqual(len(summary["refused"]), 1)
+        self.assertIn("max_follow_ups=5", summary["refused"][0])
+        for _ in range(100):
+            stats = d.stats()
+            if stats.finished == stats.accepted == 6:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual((d.stats().accepted, d.stats().finished), (6, 6))
