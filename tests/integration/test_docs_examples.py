@@ -45,3 +45,38 @@ class ReadmeScenarioTests(TestCase):
             "notify_admin (handler 1) said: "
             "'admin notified: user bob (1234) user_created'",
         )
+
+
+class ControlExampleTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_control(self) -> Any:
+        """
+        docs/examples/control.py: the staff order passes the checks in
+        priority order, is placed with its invoice (a follow-up event) and
+        reaches the staff; mallory's is vetoed by the first check, bob's empty
+        one by the second; explain() named the handlers up front.
+        """
+        lines: list[str] = []
+        staff, mallory, bob = yield load("control").main(reactor, out=lines.append)
+        self.assertIn("check: handler 2", lines[0].splitlines()[1])  # priority 10
+        self.assertTrue(staff.ok, staff.failures)
+        placed = [o for o in staff.outcomes if o.handler.endswith(":place_order")]
+        self.assertEqual(placed[0].value["invoice"], "invoice for staff_ann: 13.75")
+        self.assertEqual(
+            [o.handler.rpartition(":")[2] for o in staff.outcomes],
+            [
+                "check_customer",
+                "check_stock",
+                "place_order",
+                "notify_staff",
+                "check_customer",
+            ],
+        )
+        self.assertEqual(mallory.vetoed.veto, "customer mallory is banned")
+        self.assertEqual(
+            [o.status for o in mallory.outcomes], ["ok", "skipped", "skipped"]
+        )
+        self.assertEqual(bob.vetoed.veto, "nothing to ship")
+        self.assertIn("  check check_stock    ok      VETO nothing to ship", lines)
