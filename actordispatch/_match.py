@@ -265,23 +265,30 @@ class MatchSpec:
 class RoutingIndex:
     """
     Handler ids indexed by match spec, answering "who matches these keywords?".
+
+    Under each shape and value tuple, handlers are grouped by the operator
+    constraints left to check on an event (C{None}: none): an event checks
+    each group once, however many handlers share it.
     """
 
     def __init__(self) -> None:
-        # shape -> values tuple -> {handler_id: None}; a dict keeps insertion order
+        # shape -> values tuple -> residual constraints (or None) ->
+        # {handler_id: None}; dicts keep insertion order
         self._by_shape: dict[
-            tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]
+            tuple[str, ...],
+            dict[
+                tuple[Hashable, ...],
+                dict[tuple[tuple[str, Any], ...] | None, dict[int, None]],
+            ],
         ]
         self._by_shape = {}
-        # handler_id -> the operator constraints its candidates must pass; equal
-        # constraints are one shared tuple (interned, with a count of users),
-        # so that an event checks each distinct one once, keyed by identity
-        self._residual: dict[int, tuple[tuple[str, Any], ...]] = {}
-        self._interned: dict[tuple[tuple[str, Any], ...], list[Any]] = {}
 
     def __len__(self) -> int:
         return sum(
-            len(ids) for table in self._by_shape.values() for ids in table.values()
+            len(ids)
+            for table in self._by_shape.values()
+            for groups in table.values()
+            for ids in groups.values()
         )
 
     def add(self, handler_id: int, spec: MatchSpec) -> None:
@@ -291,34 +298,32 @@ class RoutingIndex:
         shape, keys, residual = spec._compiled()
         table = self._by_shape.setdefault(shape, {})
         for key in keys:
-            table.setdefault(key, {})[handler_id] = None
-        if residual and handler_id not in self._residual:
-            entry = self._interned.setdefault(residual, [residual, 0])
-            entry[1] += 1
-            self._residual[handler_id] = entry[0]
+            table.setdefault(key, {}).setdefault(residual or None, {})[handler_id] = (
+                None
+            )
 
     def discard(self, handler_id: int, spec: MatchSpec) -> None:
         """
         Forget C{handler_id}, dropping any table left empty so that removed
         handlers leave nothing behind.
         """
-        shape, keys, _ = spec._compiled()
-        residual = self._residual.pop(handler_id, None)
-        if residual is not None:
-            entry = self._interned[residual]
-            entry[1] -= 1
-            if not entry[1]:
-                del self._interned[residual]
+        shape, keys, residual = spec._compiled()
+        group = residual or None
         table = self._by_shape.get(shape)
         if table is None:
             return
         for key in keys:
-            ids = table.get(key)
+            groups = table.get(key)
+            if groups is None:
+                continue
+            ids = groups.get(group)
             if ids is None:
                 continue
             ids.pop(handler_id, None)
             if not ids:
-                del table[key]
+                del groups[group]
+                if not groups:
+                    del table[key]
         if not table:
             del self._by_shape[shape]
 
@@ -335,29 +340,14 @@ class RoutingIndex:
                 key = tuple([keywords[name] for name in shape])
             except KeyError:
                 continue
-            ids = table.get(key)
-            if ids:
-                found.extend(ids)
-        if self._residual and found:
-            residual = self._residual
-            # Handlers often share a spec: check each distinct set of operator
-            # constraints once per event, not once per handler.
-            verdicts: dict[int, bool] = {}
-            kept = []
-            for handler_id in found:
-                constraints = residual.get(handler_id)
-                if constraints is None:
-                    kept.append(handler_id)
-                    continue
-                verdict = verdicts.get(id(constraints))
-                if verdict is None:
-                    verdict = verdicts[id(constraints)] = all(
-                        op.accepts(keywords.get(name, _MISSING))
-                        for name, op in constraints
-                    )
-                if verdict:
-                    kept.append(handler_id)
-            found = kept
+            groups = table.get(key)
+            if not groups:
+                continue
+            for residual, ids in groups.items():
+                if residual is None or all(
+                    op.accepts(keywords.get(name, _MISSING)) for name, op in residual
+                ):
+                    found.extend(ids)
         if len(found) > 1:
             found.sort()
         return found

@@ -394,16 +394,55 @@ def _routing_specs(size: int) -> Iterator[dict[str, object]]:
         yield misses[index % len(misses)](index)
 
 
-def build_registry(size: int) -> Any:
+def _operator_specs(size: int) -> Iterator[dict[str, object]]:
     """
-    A one-phase L{HandlerRegistry} holding C{size} handlers (no C{max_calls}, so
-    that planning never removes one).
+    C{size} match specs mixing equality with every operator, of which exactly
+    L{ROUTING_MATCHES} match L{ROUTING_EVENT}.  Among the misses, one in six
+    is the same spec shared by many handlers, selected by its equalities for
+    every event and refused by its operator (the index checks it once); the
+    others are refused by distinct values, as equality misses are.
+    """
+    from actordispatch import Absent, Glob, In, Not, Present
+
+    yield {"event_type": In("user_created", "user_deleted")}
+    yield {"user": Glob("b*")}
+    yield {"user": Not("root")}
+    yield {"role": Present}
+    yield {"team": Absent}
+    yield {"event_type": "user_created", "user": Not(Glob("x*"))}
+    yield {"role": In("admin", "user"), "user": Present}
+    yield {"event_type": "user_created", "team": Absent, "role": "admin"}
+    yield {"user": "bob", "role": Not(In("guest", "anon"))}
+    yield {"event_type": Glob("user_*"), "role": "admin"}
+    misses: list[Callable[[int], dict[str, object]]] = [
+        lambda i: {"event_type": f"type{i}", "user": Glob("b*")},
+        lambda i: {"role": In(f"role{i}", f"other{i}")},
+        lambda i: {"event_type": In(f"type{i}", "x"), "user": Present},
+        lambda i: {"user": f"user{i}", "role": Not("guest")},
+        lambda i: {"event_type": f"type{i}", "team": Absent},
+        lambda i: {"event_type": "user_created", "user": "bob", "role": Not("admin")},
+    ]
+    for index in range(size - ROUTING_MATCHES):
+        yield misses[index % len(misses)](index)
+
+
+#: The spec mixes the routing runs measure, by name.
+ROUTING_MIXES: dict[str, Callable[[int], Iterator[dict[str, object]]]] = {
+    "equality": _routing_specs,
+    "operators": _operator_specs,
+}
+
+
+def build_registry(size: int, mix: str = "equality") -> Any:
+    """
+    A one-phase L{HandlerRegistry} holding C{size} handlers of the spec mix
+    C{mix} (no C{max_calls}, so that planning never removes one).
     """
     from actordispatch._match import MatchSpec
     from actordispatch._registry import HandlerRegistry, Registration
 
     registry = HandlerRegistry(("during",))
-    for spec in _routing_specs(size):
+    for spec in ROUTING_MIXES[mix](size):
         registry.register(
             Registration(
                 handler_id=registry.new_id(),
@@ -581,17 +620,19 @@ async def measure(options: Options, executor: ProcessPoolExecutor) -> dict[str, 
     return {
         "rounds": rounds,
         "routing": measure_routing(options),
+        "routing_operators": measure_routing(options, "operators"),
         "profile": profile_text,
     }
 
 
-def measure_routing(options: Options) -> dict[int, list[float]]:
+def measure_routing(options: Options, mix: str = "equality") -> dict[int, list[float]]:
     """
-    Seconds per C{plan()} for each of L{ROUTING_SIZES}, one figure per round.
-    The registries exist only now, so that their objects never weigh on the
-    garbage collections of the other mechanisms.
+    Seconds per C{plan()} for each of L{ROUTING_SIZES} with the spec mix
+    C{mix}, one figure per round.  The registries exist only now, so that
+    their objects never weigh on the garbage collections of the other
+    mechanisms.
     """
-    registries = {size: build_registry(size) for size in ROUTING_SIZES}
+    registries = {size: build_registry(size, mix) for size in ROUTING_SIZES}
     routing: dict[int, list[float]] = {size: [] for size in ROUTING_SIZES}
     for index in range(options.rounds):
         for size in _rotate(list(ROUTING_SIZES), index):
@@ -688,10 +729,26 @@ def report(options: Options, raw: dict[str, Any]) -> dict[str, Any]:
             f"({1 / routing[size]:>10,.0f} events/s)"
         )
     print(f"  ratio {ROUTING_SIZES[1]:,} / {ROUTING_SIZES[0]:,}: {large / small:.2f}x")
+    with_ops = {
+        size: statistics.median(times)
+        for size, times in raw["routing_operators"].items()
+    }
+    ops_small, ops_large = (with_ops[size] for size in ROUTING_SIZES)
+    print("routing with operators (In, Not, Glob, Present, Absent mixed in):")
+    for size in ROUTING_SIZES:
+        print(
+            f"  {size:>7,} handlers: {with_ops[size] * 1e6:7.2f} us/event "
+            f"({1 / with_ops[size]:>10,.0f} events/s)"
+        )
+    print(
+        f"  ratio {ROUTING_SIZES[1]:,} / {ROUTING_SIZES[0]:,}: "
+        f"{ops_large / ops_small:.2f}x"
+    )
 
     throughput = figures[IN_FLIGHT].events_per_s / baseline
     serial_p50 = figures[SERIAL].p50_ms / baseline_p50  # type: ignore[operator]
     routing_ratio = large / small
+    operators_ratio = ops_large / ops_small
     targets = [
         (
             f"max_in_flight={DISPATCHER_WINDOW} events/s >= {TARGET_THROUGHPUT:g}x "
@@ -709,6 +766,12 @@ def report(options: Options, raw: dict[str, Any]) -> dict[str, Any]:
             f"of {ROUTING_SIZES[0]:,}",
             routing_ratio,
             routing_ratio <= TARGET_ROUTING,
+        ),
+        (
+            f"routing with operators, {ROUTING_SIZES[1]:,} handlers <= "
+            f"{TARGET_ROUTING:g}x of {ROUTING_SIZES[0]:,}",
+            operators_ratio,
+            operators_ratio <= TARGET_ROUTING,
         ),
     ]
     print()
@@ -736,6 +799,14 @@ def report(options: Options, raw: dict[str, Any]) -> dict[str, Any]:
             "seconds_per_event": {str(size): routing[size] for size in ROUTING_SIZES},
             "rounds": {str(size): raw["routing"][size] for size in ROUTING_SIZES},
             "ratio": routing_ratio,
+        },
+        "routing_operators": {
+            "matching_handlers": ROUTING_MATCHES,
+            "seconds_per_event": {str(size): with_ops[size] for size in ROUTING_SIZES},
+            "rounds": {
+                str(size): raw["routing_operators"][size] for size in ROUTING_SIZES
+            },
+            "ratio": operators_ratio,
         },
         "targets": [
             {"target": text, "value": value, "pass": ok} for text, value, ok in targets

@@ -46,6 +46,7 @@ class BenchmarkSmokeTests(TestCase):
             "ProcessPoolExecutor(2)",
             "in-process call",
             "100,000 handlers",
+            "routing with operators",
             "targets:",
         ):
             self.assertIn(row, text)
@@ -53,3 +54,4 @@ class BenchmarkSmokeTests(TestCase):
         names = [m["mechanism"] for m in figures["mechanisms"]]
         self.assertIn("dispatcher max_in_flight=64", names)
         self.assertTrue(all(m["events_per_s"] > 0 for m in figures["mechanisms"]))
+        self.assertGreater(figures["routing_operators"]["ratio"], 0)
