@@ -116,15 +116,17 @@ class RunBatch(amp.Command):
     one record per invocation run, in order: C{{"s": status, "d": seconds,
     "v": value}} or C{{"s": "error", "d": seconds, "t": type, "m": message,
     "tb": traceback}}.  It may cover a prefix of the batch only: the child stopped
-    early to keep its reply under its cap, and the rest never started.  C{pid} is
-    the child's process id, C{rss} its resident memory in bytes.
+    early to keep its reply under its cap, and the rest never started.  C{rss}
+    is the child's resident memory in bytes, sent only when its configuration
+    asks (C{report_rss}); C{pid} is not sent by our children (the parent
+    knows it; each key costs parsing on the hot path) and is ignored.
     """
 
     commandName = b"actordispatch:RunBatch"
     arguments = [(b"batch", ChunkedBytes()), (b"seq", amp.Integer(optional=True))]
     response = [
         (b"records", ChunkedBytes()),
-        (b"pid", amp.Integer()),
+        (b"pid", amp.Integer(optional=True)),
         (b"rss", amp.Integer(optional=True)),
     ]
     errors = {BatchDecodingError: b"BAD_BATCH"}

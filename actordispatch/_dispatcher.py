@@ -1117,6 +1117,14 @@ class EventDispatcher:
     def _send(
         self, run: _PhaseRun, items: list[tuple[int, Registration, Invocation]]
     ) -> None:
+        if len(items) == 1:
+            # The common case (one handler, or a sequential phase): no sorting
+            # by pool, no batching.
+            slot, registration, invocation = items[0]
+            self._pools[registration.pool].invoke(invocation).addBoth(
+                self._settled, run, slot, registration, invocation
+            )
+            return
         sends: dict[str, list[tuple[int, Registration, Invocation]]] = {}
         for item in items:
             sends.setdefault(item[1].pool, []).append(item)

@@ -106,7 +106,8 @@ class _Batch:
     items: list[_Pending]
     sent: float
     settled: bool = False
-    deadline: Any = None
+    #: when (reactor time) to look at the spool for an overrun, if unsettled
+    check_at: float | None = None
 
 
 def _outcome_from_record(
@@ -214,6 +215,7 @@ class AmpoulePool:
     _wanted_warm: set[str] = field(factory=set, init=False)
     _warm: set[str] = field(factory=set, init=False)
     _parked: int = field(default=0, init=False)
+    _deadline_timer: Any = field(default=None, init=False)
     _follow_ups: Any = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -312,6 +314,8 @@ class AmpoulePool:
         if self._respawn is not None and self._respawn.active():
             self._respawn.cancel()
         self._respawn = None
+        self._cancel(self._deadline_timer)
+        self._deadline_timer = None
         self.abort("the pool was stopped")
         ended = []
         for child in list(self._children.values()):
@@ -349,6 +353,7 @@ class AmpoulePool:
                 "max_result_size": self.max_result_size,
                 "max_reply_size": self.max_reply_size,
                 "sandbox": self.sandbox.to_child_config(os.getpid()),
+                "report_rss": self.max_rss is not None,
                 "preload": sorted(self._warm),
             },
             on_protocol_error=lambda message: self._protocol_error(holder[0], message),
@@ -788,7 +793,7 @@ class AmpoulePool:
             # An even share of what waits for each idle child, so that several
             # idle children split a burst rather than the first taking it all.
             share = min(self.max_batch, -(-len(self._queue) // len(self._idle)))
-            child = self._idle.popleft()
+            child = self._idle.pop()
             head = self._queue.popleft()
             if isinstance(head, _PendingCheck):
                 self._send_check(child, head)
@@ -815,7 +820,7 @@ class AmpoulePool:
             if batch:
                 self._send_batch(child, batch)
             else:
-                self._idle.appendleft(child)
+                self._idle.append(child)
 
     def _send_check(self, child: Child, check: _PendingCheck) -> None:
         child.state = "busy"
@@ -867,9 +872,7 @@ class AmpoulePool:
         payload = encode_batch(
             [(p.invocation.handler, p.invocation.event) for p in items]
         )
-        batch.deadline = self.reactor.callLater(
-            self._timeout_of(items[0]), self._check_deadline, batch
-        )
+        self._check_later(batch, self._timeout_of(items[0]))
         d = child.amp.callRemote(RunBatch, batch=payload, seq=batch.seq)
         d.addCallbacks(
             self._batch_answered, self._batch_failed, (batch,), errbackArgs=(batch,)
@@ -878,21 +881,66 @@ class AmpoulePool:
     def _timeout_of(self, item: _Pending) -> float:
         return item.invocation.timeout or self.default_timeout
 
+    def _check_later(self, batch: _Batch, delay: float) -> None:
+        """
+        Look at C{batch} in C{delay} seconds (L{_check_deadline}).  One timer
+        serves every batch of the pool, set for the earliest look: sending a
+        batch that will be answered long before its deadline, as most are,
+        costs no timer of its own.
+        """
+        batch.check_at = at = self.reactor.seconds() + delay
+        timer = self._deadline_timer
+        if not self._running:
+            return  # stopping: its child is being killed or retired
+        if timer is None or not timer.active() or at < timer.getTime():
+            self._cancel(timer)
+            self._deadline_timer = self.reactor.callLater(delay, self._deadlines)
+
+    def _deadlines(self) -> None:
+        """
+        The pool's timer: check every batch whose time to look has come, then
+        set the timer for the next one.
+        """
+        self._deadline_timer = None
+        now = self.reactor.seconds()
+        for child in list(self._children.values()):
+            batch = child.work
+            if (
+                isinstance(batch, _Batch)
+                and not batch.settled
+                and batch.check_at is not None
+                and batch.check_at <= now
+            ):
+                batch.check_at = None
+                self._check_deadline(batch)
+        pending = [
+            child.work.check_at
+            for child in self._children.values()
+            if isinstance(child.work, _Batch)
+            and not child.work.settled
+            and child.work.check_at is not None
+        ]
+        if pending and self._running:
+            at = min(pending)
+            timer = self._deadline_timer
+            if timer is None or not timer.active() or at < timer.getTime():
+                self._cancel(timer)
+                self._deadline_timer = self.reactor.callLater(
+                    max(0.0, at - now), self._deadlines
+                )
+
     def _check_deadline(self, batch: _Batch) -> None:
         """
         The invocation running now may have overrun: find it in the spool and
         either kill the child or look again when its own deadline comes.
         """
-        batch.deadline = None
         if batch.settled:
             return
         view = batch.child.read_spool(batch.seq, self.max_reply_size)
         index = len(view.records)
         if index >= len(batch.items):
             # All ran; the answer is on its way.  Look again in a moment.
-            batch.deadline = self.reactor.callLater(
-                self.kill_grace, self._check_deadline, batch
-            )
+            self._check_later(batch, self.kill_grace)
             return
         if view.started is None:
             started = batch.sent
@@ -903,7 +951,7 @@ class AmpoulePool:
         timeout = self._timeout_of(batch.items[index])
         left = started + timeout - monotonic()
         if left > 0:
-            batch.deadline = self.reactor.callLater(left, self._check_deadline, batch)
+            self._check_later(batch, left)
             return
         child = batch.child
         self._settle_from_spool(
@@ -938,7 +986,7 @@ class AmpoulePool:
         and the rest go back to the front of the queue (or end C{"skipped"}).
         """
         batch.settled = True
-        self._cancel(batch.deadline)
+        batch.check_at = None
         pid = batch.child.pid
         finished: list[dict[str, Any]] = []
         if view.records:
@@ -1001,7 +1049,7 @@ class AmpoulePool:
             self._protocol_error(child, f"unreadable reply: {e}")
             return
         batch.settled = True
-        self._cancel(batch.deadline)
+        batch.check_at = None
         pid = child.pid
         # What these outcomes set off (next phases, next events) is queued
         # while they are delivered, then sent in batches by _done_with's pump.
@@ -1061,7 +1109,7 @@ class AmpoulePool:
             # A declared error (a batch the child could not decode): our fault,
             # not the handlers'; the child is fine.
             batch.settled = True
-            self._cancel(batch.deadline)
+            batch.check_at = None
             for pending in batch.items:
                 pending.done.callback(
                     pending.invocation.outcome(

@@ -163,8 +163,9 @@ class HandlerHost(AMPChild):
     An ampoule child that serves L{CheckHandler} and L{RunBatch}.
 
     @param config: JSON text with C{max_result_size} (bytes, one result),
-        C{max_reply_size} (bytes, one batch's reply) and C{spool_fd} (the
-        descriptor of the spool file, if any).
+        C{max_reply_size} (bytes, one batch's reply), C{spool_fd} (the
+        descriptor of the spool file, if any) and C{report_rss} (whether each
+        answer carries the child's resident memory; by default it does).
     """
 
     def __init__(self, config: str = "{}") -> None:
@@ -178,6 +179,7 @@ class HandlerHost(AMPChild):
             settings.get("max_reply_size", DEFAULT_MAX_REPLY_SIZE)
         )
         self._spool_fd: int | None = settings.get("spool_fd")
+        self._report_rss = bool(settings.get("report_rss", True))
         self._sandbox_report: dict[str, str] = settings.get("sandbox_report", {})
         for name in settings.get("preload", ()):
             # Warm up: import the pool's handlers before the first ping is
@@ -265,13 +267,11 @@ class HandlerHost(AMPChild):
                 return waiting.addCallback(lambda _: self._run_from(run))
             run.add(self._ok_record(started, result))
         followup.install(None)
-        answer: dict[str, Any] = {
-            "records": join_records(run.records),
-            "pid": os.getpid(),
-        }
-        rss = resident_memory()
-        if rss is not None:
-            answer["rss"] = rss
+        answer: dict[str, Any] = {"records": join_records(run.records)}
+        if self._report_rss:
+            rss = resident_memory()
+            if rss is not None:
+                answer["rss"] = rss
         return answer
 
     def _settled(self, result: Any, started: float, run: _BatchRun) -> None:
