@@ -32,7 +32,7 @@ import json
 import math
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Union
 
 import attrs
 
@@ -65,26 +65,46 @@ def _type_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _tag(value: Any, path: str) -> Any:
+#: Where a value is in an event: the top-level name, or C{(parent, format,
+#: part)}, formatted only when an error names it (building the text for every
+#: value cost more than the rest of the encoding).
+Path = Union[str, tuple[Any, str, Any]]
+
+
+def _where(path: Path) -> str:
+    """
+    The text of C{path}: C{event["items"][3].name}.
+    """
+    parts = []
+    while not isinstance(path, str):
+        path, form, part = path
+        parts.append(form.format(part))
+    return path + "".join(reversed(parts))
+
+
+def _tag(value: Any, path: Path) -> Any:
     """
     Replace, recursively, every value JSON cannot carry by a tagged object.
+    C{path} says where C{value} is, for error messages only (see L{_where}).
     """
     kind = type(value)
     if value is None or kind is str or kind is int or kind is bool:
         return value
     if kind is float:
         if not math.isfinite(value):
-            raise EventEncodingError(f"{path}: non-finite float {value!r}")
+            raise EventEncodingError(f"{_where(path)}: non-finite float {value!r}")
         return value
     if kind is list:
-        return [_tag(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_tag(item, (path, "[{!r}]", i)) for i, item in enumerate(value)]
     if kind is dict:
         if TAG not in value and all(type(key) is str for key in value):
-            return {key: _tag(item, f"{path}[{key!r}]") for key, item in value.items()}
+            return {
+                key: _tag(item, (path, "[{!r}]", key)) for key, item in value.items()
+            }
         return {
             TAG: "dict",
             "items": [
-                [_tag(key, f"{path} key"), _tag(item, f"{path}[{key!r}]")]
+                [_tag(key, (path, " key", None)), _tag(item, (path, "[{!r}]", key))]
                 for key, item in value.items()
             ],
         }
@@ -95,7 +115,7 @@ def _tag(value: Any, path: str) -> Any:
                 TAG: "namedtuple",
                 "type": _type_name(kind),
                 "fields": {
-                    name: _tag(item, f"{path}.{name}")
+                    name: _tag(item, (path, ".{}", name))
                     for name, item in zip(fields, value, strict=True)
                 },
             }
@@ -125,7 +145,7 @@ def _tag(value: Any, path: str) -> Any:
             TAG: "attrs",
             "type": _type_name(kind),
             "fields": {
-                f.alias: _tag(getattr(value, f.name), f"{path}.{f.name}")
+                f.alias: _tag(getattr(value, f.name), (path, ".{}", f.name))
                 for f in attrs.fields(kind)
                 if f.init
             },
@@ -135,7 +155,7 @@ def _tag(value: Any, path: str) -> Any:
             TAG: "dataclass",
             "type": _type_name(kind),
             "fields": {
-                f.name: _tag(getattr(value, f.name), f"{path}.{f.name}")
+                f.name: _tag(getattr(value, f.name), (path, ".{}", f.name))
                 for f in dataclasses.fields(value)
                 if f.init
             },
@@ -155,8 +175,8 @@ def _tag(value: Any, path: str) -> Any:
     if isinstance(value, (list, dict)):
         return _tag(list(value) if isinstance(value, list) else dict(value), path)
     raise EventEncodingError(
-        f"{path}: cannot encode a value of type {_type_name(kind)}; supported are "
-        "JSON values, tuples, namedtuples, sets, bytes, datetime values, "
+        f"{_where(path)}: cannot encode a value of type {_type_name(kind)}; "
+        "supported are JSON values, tuples, namedtuples, sets, bytes, datetime values, "
         "attrs classes and dataclasses"
     )
 
