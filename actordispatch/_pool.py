@@ -215,6 +215,8 @@ class AmpoulePool:
     _wanted_warm: set[str] = field(factory=set, init=False)
     _warm: set[str] = field(factory=set, init=False)
     _parked: int = field(default=0, init=False)
+    #: set when a parked child comes back: its stand-in may be surplus
+    _unparked: bool = field(default=False, init=False)
     _deadline_timer: Any = field(default=None, init=False)
     _follow_ups: Any = field(default=None, init=False)
 
@@ -451,6 +453,7 @@ class AmpoulePool:
         if child.waits:
             child.waits = 0
             self._parked -= 1
+            self._unparked = True
         child.state = "dying"
         child.spool.close()
         self._maintain()
@@ -690,6 +693,7 @@ class AmpoulePool:
                 child.waits -= 1
                 if not child.waits:
                     self._parked -= 1
+                    self._unparked = True
             return result
 
         fired.addBoth(finished)
@@ -774,6 +778,8 @@ class AmpoulePool:
         return started
 
     def _blocked(self, invocation: Invocation) -> HandlerOutcome | None:
+        if not self._quarantine.any():
+            return None
         left = self._quarantine.remaining(invocation.handler)
         if left is None:
             return None
@@ -1072,16 +1078,16 @@ class AmpoulePool:
             self.max_rss is not None and isinstance(rss, int) and rss > self.max_rss
         )
         self._done_with(child, "recycle" if recycle else None)
-        self._pump()  # what the outcomes queued, even if this child is done
 
     def _done_with(self, child: Child, why: str | None) -> None:
         child.work = None
         if child.state != "busy":
+            self._pump()  # what its outcomes queued goes to the others
             return
         if why is not None or not self._running:
             _log.info("child {pid} recycled", pid=child.pid)
             self._retire(child)
-        elif not child.waits and self._surplus():
+        elif self._unparked and not child.waits and self._surplus():
             # It stood in for a parked child that is back: stand by or go.
             if len(self._spares) < self.standby:
                 child.state = "standby"
@@ -1094,9 +1100,16 @@ class AmpoulePool:
         self._pump()
 
     def _surplus(self) -> bool:
+        """
+        Whether more children serve than the pool needs now (one stood in for
+        a parked child that is back); once none do, stop asking.
+        """
         # Booting children do not count: they become standby ones if not needed.
         serving = sum(1 for c in self._children.values() if c.state in ("idle", "busy"))
-        return serving > self._target()
+        if serving > self._target():
+            return True
+        self._unparked = False
+        return False
 
     def _batch_failed(self, reason: Failure, batch: _Batch) -> None:
         if batch.settled:

@@ -55,6 +55,13 @@ class Quarantine:
         self._until[handler] = now + delay
         return delay
 
+    def any(self) -> bool:
+        """
+        Whether any handler is (or was, until asked) in quarantine: when not,
+        none needs asking about.
+        """
+        return bool(self._until)
+
     def remaining(self, handler: str) -> float | None:
         """
         Seconds left in C{handler}'s quarantine, or C{None} if it may run.
