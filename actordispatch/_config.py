@@ -57,6 +57,7 @@ from attrs import field, frozen
 
 from actordispatch._commands import HANDLER_NAME
 from actordispatch._errors import ActorDispatchError
+from actordispatch._match import from_table
 from actordispatch._phase import Phase
 from actordispatch._sandbox import SandboxProfile
 
@@ -267,37 +268,12 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
 def _match_value(where: str, value: Any, fail: Any) -> Any:
     """
     A match spec value from TOML: a single value, or an operator as a table of
-    one key: C{{ in = [..] }}, C{{ not = v }}, C{{ glob = "p*" }},
-    C{{ present = true }}, C{{ absent = true }}.
+    one key (see L{from_table}).
     """
-    from actordispatch._match import Absent, Glob, In, Not, Present
-
-    if isinstance(value, list):
-        fail(where, f"must be a single value or an operator table, not {value!r}")
-    if not isinstance(value, dict):
-        return value
-    if len(value) != 1:
-        fail(
-            where,
-            "an operator table has exactly one of: in, not, glob, present, absent",
-        )
-    ((name, argument),) = value.items()
     try:
-        if name == "in" and isinstance(argument, list):
-            return In(*argument)
-        if name == "not":
-            return Not(_match_value(f"{where}.not", argument, fail))
-        if name == "glob":
-            return Glob(argument)
-        if name in ("present", "absent") and argument is True:
-            return Present if name == "present" else Absent
+        return from_table(value)
     except ValueError as e:
         fail(where, str(e))
-    fail(
-        where,
-        f"unknown operator {name} = {argument!r} (known: in = [..], not = value, "
-        'glob = "pattern", present = true, absent = true)',
-    )
 
 
 def _phase(where: str, entry: Any, fail: Callable[[str, str], NoReturn]) -> Phase:

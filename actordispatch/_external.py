@@ -70,6 +70,7 @@ from actordispatch._errors import (
 )
 from actordispatch._guarded import GuardedAMP
 from actordispatch._invocation import Invocation
+from actordispatch._match import from_table, to_table
 from actordispatch._outcome_json import encode_items, outcome_to_json
 from actordispatch._result import DispatchResult, HandlerOutcome
 from actordispatch._veto import MAX_VETO_REASON
@@ -177,9 +178,12 @@ class Fire(amp.Command):
 class RegisterHandler(amp.Command):
     """
     External process to dispatcher: serve as handler C{name} of C{phase} for
-    the events C{match} (a JSON object of keyword to scalar or C{null})
-    matches, optionally with a C{timeout} (seconds) and C{max_calls}.  Answers
-    the C{handler_id} that L{Invoke} will carry.
+    the events C{match} matches: a JSON object of keyword to a scalar, C{null}
+    (no constraint) or an operator as a table of one key (C{{"in": [..]}},
+    C{{"not": v}}, C{{"glob": "p*"}}, C{{"present": true}},
+    C{{"absent": true}}; see L{actordispatch._match.from_table}); optionally
+    with a C{timeout} (seconds) and C{max_calls}.  Answers the C{handler_id}
+    that L{Invoke} will carry.
     """
 
     commandName = b"RegisterHandler"
@@ -250,9 +254,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_object(text: str | None, what: str) -> dict[str, Any]:
+def _json_object(
+    text: str | None, what: str, operators: bool = False
+) -> dict[str, Any]:
     """
-    A JSON object of scalars (strings, numbers, booleans, nulls).
+    A JSON object of scalars (strings, numbers, booleans, nulls), or, with
+    C{operators}, of scalars and operator tables (L{from_table}), which it
+    turns into operators.
 
     @raise ValueError: naming C{what} and the problem.
     """
@@ -265,9 +273,15 @@ def _json_object(text: str | None, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, not {type(value).__name__}")
     for key, item in value.items():
-        if item is not None and not isinstance(item, (str, int, float, bool)):
+        if operators and isinstance(item, dict):
+            try:
+                value[key] = from_table(item)
+            except ValueError as e:
+                raise ValueError(f"{what}.{key}: {e}") from None
+        elif item is not None and not isinstance(item, (str, int, float, bool)):
             raise ValueError(
-                f"{what}: {key!r} must be a string, number, boolean or null"
+                f"{what}: {key!r} must be a string, number, boolean, null"
+                + (" or an operator table" if operators else "")
             )
     return value
 
@@ -933,7 +947,7 @@ class DispatcherAMP(GuardedAMP):
         if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
             raise BadHandlerError(f"timeout must be a positive number, not {timeout}")
         try:
-            spec = _json_object(match, "match")
+            spec = _json_object(match, "match", operators=True)
         except ValueError as e:
             raise BadHandlerError(str(e)) from None
         reserved = sorted(_RESERVED & set(spec))
@@ -1028,7 +1042,7 @@ class DispatcherAMP(GuardedAMP):
                 "handler": info.handler,
                 "phase": info.phase,
                 "pool": info.pool,
-                "match": info.match_spec,
+                "match": {k: to_table(v) for k, v in info.match_spec.items()},
                 "max_calls": info.max_calls,
                 "timeout": info.timeout,
                 "calls": info.calls,

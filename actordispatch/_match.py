@@ -147,6 +147,60 @@ Present = _Presence(True)
 Absent = _Presence(False)
 
 
+#: How an operator is written in JSON and TOML: a table of one of these keys.
+OPERATOR_KEYS = ("in", "not", "glob", "present", "absent")
+
+
+def from_table(value: Any) -> Any:
+    """
+    A match spec value as JSON or TOML write it: a single value as itself, an
+    operator as a table of one key, C{{"in": [..]}}, C{{"not": v}} (C{v} may be
+    an operator table), C{{"glob": "p*"}}, C{{"present": true}},
+    C{{"absent": true}}.  The inverse of L{to_table}.
+
+    @raise ValueError: naming what is wrong.
+    """
+    if isinstance(value, list):
+        raise ValueError(
+            f"must be a single value or an operator table, not {value!r:.80}"
+        )
+    if not isinstance(value, dict):
+        return value
+    if len(value) != 1:
+        raise ValueError(
+            f"an operator table has exactly one of: {', '.join(OPERATOR_KEYS)}"
+        )
+    ((name, argument),) = value.items()
+    if name == "in" and isinstance(argument, list):
+        return In(*argument)
+    if name == "not":
+        return Not(from_table(argument))
+    if name == "glob":
+        return Glob(argument)
+    if name in ("present", "absent") and argument is True:
+        return Present if name == "present" else Absent
+    raise ValueError(
+        f"unknown operator {name} = {argument!r:.80} (known: in = [..], "
+        'not = value, glob = "pattern", present = true, absent = true)'
+    )
+
+
+def to_table(value: Any) -> Any:
+    """
+    A match spec value as JSON and TOML write it (see L{from_table}): a single
+    value as itself, an operator as a table of one key.
+    """
+    if isinstance(value, In):
+        return {"in": sorted(value.values, key=repr)}
+    if isinstance(value, Not):
+        return {"not": to_table(value.value)}
+    if isinstance(value, Glob):
+        return {"glob": value.pattern}
+    if isinstance(value, _Presence):
+        return {"present" if value.present else "absent": True}
+    return value
+
+
 def _accepts(constraint: object, value: object) -> bool:
     if isinstance(constraint, Operator):
         return constraint.accepts(value)

@@ -161,6 +161,15 @@ class Harness:
             return value.errorCode
         return command.errors[type(value)]
 
+    def error_description(self, command: type[amp.Command], **kw: Any) -> str:
+        """
+        Call C{command}, which must fail with C{BAD_HANDLER}; return the
+        error's description.
+        """
+        failure = self.test.failureResultOf(self.call(command, **kw))
+        self.test.assertEqual(command.errors[type(failure.value)], b"BAD_HANDLER")
+        return str(failure.value)
+
     @property
     def closed(self) -> bool:
         """
@@ -454,6 +463,52 @@ class RegisterTests(SynchronousTestCase):
         self.assertTrue(by_id[mine]["mine"])
         self.assertEqual(by_id[mine]["phase"], "during")
         self.assertEqual(by_id[mine]["match"], {"user": "bob"})
+
+    def test_operators(self) -> None:
+        """
+        A peer registers with operator tables in its match spec; events are
+        routed by them; ListHandlers answers them in the same form, for the
+        peer's handlers and for local ones registered with operators; a
+        malformed table is refused with BAD_HANDLER naming the keyword.
+        """
+        from actordispatch import Glob, In, Not
+
+        h = Harness(self)
+        match = {"kind": {"in": ["a", "b"]}, "user": {"not": {"glob": "bot*"}}}
+        mine = h.register("ops", "during", match=json.dumps(match))
+        local_id = self.successResultOf(
+            h.dispatcher.add_event_handler(LOCAL, "before", user=Not(Glob("x*")))
+        )
+        (info,) = h.dispatcher.handlers(phase="during")
+        self.assertEqual(
+            info.match_spec, {"kind": In("a", "b"), "user": Not(Glob("bot*"))}
+        )
+        for keywords, reaches in [
+            ({"kind": "a", "user": "ann"}, True),
+            ({"kind": "c", "user": "ann"}, False),
+            ({"kind": "b", "user": "bot7"}, False),
+            ({"kind": "b"}, False),
+        ]:
+            self.assertEqual(
+                mine in h.dispatcher.explain(**keywords).runs("during"), reaches
+            )
+        h.fire({}, kind="a", user="ann")
+        self.assertEqual(len(h.peer.invocations), 1)
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        by_id = {entry["handler_id"]: entry for entry in listing}
+        self.assertEqual(by_id[mine]["match"], match)
+        self.assertEqual(by_id[local_id]["match"], {"user": {"not": {"glob": "x*"}}})
+        for bad, fragment in [
+            ({"kind": {"in": []}}, "match.kind: In() needs at least one value"),
+            ({"kind": {"near": 1}}, "match.kind: unknown operator near"),
+            ({"kind": {"in": ["a"], "not": "b"}}, "match.kind: an operator table"),
+            ({"user": {"not": None}}, "match.user: Not(None) is not allowed"),
+            ({"user": {"glob": 3}}, "match.user: Glob() takes a string"),
+        ]:
+            description = h.error_description(
+                RegisterHandler, name="bad", phase="during", match=json.dumps(bad)
+            )
+            self.assertIn(fragment, description)
 
 
 class OutcomeTests(SynchronousTestCase):

@@ -4,6 +4,7 @@ Unit tests for L{actordispatch._match}: match specs and the routing index.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Hashable
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from actordispatch import Absent, Glob, In, Not, Present
-from actordispatch._match import MatchSpec, RoutingIndex
+from actordispatch._match import MatchSpec, RoutingIndex, from_table, to_table
 
 
 def spec(**keywords: object) -> MatchSpec:
@@ -297,6 +298,55 @@ _constraints = st.one_of(
 )
 _specs = st.dictionaries(st.sampled_from(_OP_KEYWORDS), _constraints, max_size=3)
 _events = st.dictionaries(st.sampled_from(_OP_KEYWORDS), _VALUES, max_size=3)
+
+
+_json_values = st.sampled_from(["x", "y", "ab", 1, 2, 1.5, True, False])
+_json_plain = _json_values | st.builds(Glob, _PATTERNS)
+_json_constraints = st.one_of(
+    _json_values,
+    st.none(),
+    st.lists(_json_values, min_size=1, max_size=3).map(lambda vs: In(*vs)),
+    st.builds(Glob, _PATTERNS),
+    st.builds(Not, _json_plain),
+    st.builds(
+        Not, st.lists(_json_values, min_size=1, max_size=2).map(lambda v: In(*v))
+    ),
+    st.sampled_from([Present, Absent]),
+)
+
+
+class TableTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(_json_constraints)
+    def test_round_trip(self, value: object) -> None:
+        """
+        Any spec value written as a table and sent through JSON reads back
+        equal: C{from_table(json(to_table(v))) == v}.
+        """
+        table = json.loads(json.dumps(to_table(value)))
+        self.assertEqual(from_table(table), value)
+
+    def test_forms_and_mistakes(self) -> None:
+        """
+        The one-key forms, and what is refused, with messages that say why.
+        """
+        self.assertEqual(to_table(In("b", "a")), {"in": ["a", "b"]})
+        self.assertEqual(to_table(Not(Glob("x*"))), {"not": {"glob": "x*"}})
+        self.assertEqual(to_table(Present), {"present": True})
+        self.assertEqual(to_table(Absent), {"absent": True})
+        self.assertEqual(to_table("plain"), "plain")
+        for bad, fragment in [
+            ([1], "single value"),
+            ({}, "exactly one"),
+            ({"in": 1}, "unknown operator"),
+            ({"in": []}, "at least one value"),
+            ({"present": False}, "unknown operator"),
+            ({"not": None}, "Not(None)"),
+            ({"glob": 1}, "string pattern"),
+        ]:
+            with self.assertRaises(ValueError) as raised:
+                from_table(bad)
+            self.assertIn(fragment, str(raised.exception))
 
 
 class OperatorTests(SynchronousTestCase):

@@ -145,6 +145,26 @@ class ExternalProcessTests(ExternalTestCase):
         self.assertIn(local_outcome["pid"], pool.child_pids())
 
     @defer.inlineCallbacks
+    def test_operators(self) -> Any:
+        """
+        An external process registers with an operator table in its match
+        spec (the example's C{--match}); events are routed by it.
+        """
+        yield self.start_dispatcher()
+        collector, server = self.spawn(
+            self.endpoint,
+            "serve",
+            "ops",
+            "during",
+            "--match",
+            json.dumps({"kind": {"in": ["a", "b"]}}),
+        )
+        yield self.wait_for(collector, b"registered ")
+        for kind, runs in (("a", True), ("b", True), ("c", False)):
+            result = yield self.dispatcher.fire_event({"k": kind}, kind=kind)
+            self.assertEqual([o.pid for o in result.outcomes], [server.pid] * runs)
+
+    @defer.inlineCallbacks
     def test_handler_error(self) -> Any:
         """
         An external handler that raises gives an "error" outcome with its
