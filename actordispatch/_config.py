@@ -14,6 +14,7 @@ Example::
     on_overload = "fail"
     drain_timeout = 30
     skip_after_failure = false
+    max_depth = 8                              # follow-up events' depth limit
 
     [pools.default]             # the local pool; more [pools.NAME] tables add pools
     size = 2
@@ -80,6 +81,7 @@ _DISPATCHER_KEYS: dict[str, type | tuple[type, ...]] = {
     "skip_after_failure": bool,
     "trace": bool,
     "max_event_size": int,
+    "max_depth": int,
 }
 _POOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "size": int,
@@ -359,7 +361,7 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
             "dispatcher.order_by",
             f"{dispatcher['order_by']!r} is not one of the keywords",
         )
-    for key in ("max_in_flight", "max_queue", "max_event_size"):
+    for key in ("max_in_flight", "max_queue", "max_event_size", "max_depth"):
         if key in dispatcher and dispatcher[key] < (1 if key == "max_in_flight" else 0):
             fail(f"dispatcher.{key}", f"must not be {dispatcher[key]!r}")
     dispatcher["allowed_match_spec_keywords"] = tuple(keywords)

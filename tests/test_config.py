@@ -406,3 +406,23 @@ class OperatorConfigTests(SynchronousTestCase):
                 "bad.toml",
             )
         self.assertIn("bad.toml: handlers[0].priority", str(caught.exception))
+
+    def test_service_dispatcher(self) -> None:
+        """
+        The service builds its dispatcher from the file's phases (tables
+        included) and max_depth.
+        """
+        from twisted.internet.task import Clock
+
+        from actordispatch import Phase
+        from actordispatch._service import build_dispatcher
+
+        config = parse_config(
+            '[dispatcher]\nkeywords = ["role"]\nmax_depth = 2\nphases = ["a", '
+            '{ name = "b", sequential = true }]\n'
+        )
+        dispatcher = build_dispatcher(config, Clock())
+        self.assertEqual(
+            dispatcher.phase_specs, (Phase("a"), Phase("b", sequential=True))
+        )
+        self.assertEqual(dispatcher._max_depth, 2)
