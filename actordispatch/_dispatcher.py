@@ -953,25 +953,8 @@ class EventDispatcher:
             data = encode_event(decode_result(event), self._max_event_size)
         except (ValueError, ActorDispatchError) as e:
             raise FollowUpError(str(e)) from None
-        delivery = _Delivery(
-            event=data,
-            keywords=keywords,
-            order_key=None,
-            plan=self._registry.plan(keywords, self._reactor.seconds()),
-            done=Deferred(),
-            number=self._accepted + 1,
-            on_error=on_error,
-            depth=depth,
-        )
-        self._accepted += 1
+        delivery = self._delivery(data, keywords, on_error, depth)
         self._in_flight += 1
-        if self._trace:
-            _log.debug(
-                "follow-up event {event} (depth {depth}) accepted: {keywords}",
-                event=delivery.number,
-                depth=depth,
-                keywords=dict(keywords),
-            )
         self._run_phase(delivery)
         return delivery.number, delivery.done
 
@@ -992,23 +975,7 @@ class EventDispatcher:
         keywords: Mapping[str, Hashable],
         on_error: str | None = None,
     ) -> Deferred[DispatchResult]:
-        delivery = _Delivery(
-            event=data,
-            keywords=keywords,
-            order_key=keywords.get(self._order_by) if self._order_by else None,
-            plan=self._registry.plan(keywords, self._reactor.seconds()),
-            done=Deferred(),
-            number=self._accepted + 1,
-            on_error=on_error,
-        )
-        self._accepted += 1
-        if self._trace:
-            _log.debug(
-                "event {event} accepted: {keywords}, {handlers} handler(s) matched",
-                event=delivery.number,
-                keywords=dict(keywords),
-                handlers=sum(len(p) for p in delivery.plan),
-            )
+        delivery = self._delivery(data, keywords, on_error)
         self._queued += 1
         if self._order_by is None:
             self._mailbox.append(delivery)
@@ -1022,6 +989,41 @@ class EventDispatcher:
         result = delivery.done
         self._pump()
         return result
+
+    def _delivery(
+        self,
+        data: bytes,
+        keywords: Mapping[str, Hashable],
+        on_error: str | None,
+        depth: int = 0,
+    ) -> _Delivery:
+        """
+        Accept an event: plan it (which handlers of each phase it runs) and
+        count it.
+        """
+        delivery = _Delivery(
+            event=data,
+            keywords=keywords,
+            order_key=keywords.get(self._order_by)
+            if self._order_by and not depth
+            else None,
+            plan=self._registry.plan(keywords, self._reactor.seconds()),
+            done=Deferred(),
+            number=self._accepted + 1,
+            on_error=on_error,
+            depth=depth,
+        )
+        self._accepted += 1
+        if self._trace:
+            _log.debug(
+                "event {event} (depth {depth}) accepted: {keywords}, {handlers} "
+                "handler(s) matched",
+                event=delivery.number,
+                depth=depth,
+                keywords=dict(keywords),
+                handlers=sum(len(p) for p in delivery.plan),
+            )
+        return delivery
 
     def _pump(self) -> None:
         while self._mailbox and self._in_flight < self._max_in_flight:
