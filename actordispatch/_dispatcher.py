@@ -976,6 +976,17 @@ class EventDispatcher:
         on_error: str | None = None,
     ) -> Deferred[DispatchResult]:
         delivery = self._delivery(data, keywords, on_error)
+        if (
+            not self._mailbox
+            and self._in_flight < self._max_in_flight
+            and (self._order_by is None or delivery.order_key not in self._chains)
+        ):
+            # Its turn is now: no queueing.
+            if self._order_by is not None:
+                self._chains[delivery.order_key] = deque()
+            self._in_flight += 1
+            self._run_phase(delivery)
+            return delivery.done
         self._queued += 1
         if self._order_by is None:
             self._mailbox.append(delivery)

@@ -755,8 +755,13 @@ class AmpoulePool:
         if blocked is not None:
             return succeed(blocked)
         done: Deferred[HandlerOutcome] = Deferred()
-        self._queue.append(_Pending(invocation, done))
-        self._pump()
+        pending = _Pending(invocation, done)
+        if self._idle and not self._queue and not self._holding:
+            # Idle: straight to the most recently idle child, alone.
+            self._send_batch(self._idle.pop(), [pending])
+        else:
+            self._queue.append(pending)
+            self._pump()
         return done
 
     def invoke_many(
