@@ -32,6 +32,7 @@ import json
 import math
 import types
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any, Union
 
 import attrs
@@ -207,6 +208,8 @@ def encode_value(value: Any, *, what: str = "event") -> str:
 
     @raise EventEncodingError: if C{value} holds something the codec cannot carry.
     """
+    if value is None:
+        return "null"  # what most handlers return
     return _encode(value, what).decode("utf-8")
 
 
@@ -405,11 +408,17 @@ def encode_batch(items: Sequence[tuple[str, bytes]]) -> bytes:
     return (
         b"["
         + b",".join(
-            b"[" + json.dumps(handler).encode("utf-8") + b"," + event + b"]"
+            b"[" + _handler_json(handler) + b"," + event + b"]"
             for handler, event in items
         )
         + b"]"
     )
+
+
+@lru_cache(maxsize=4096)
+def _handler_json(handler: str) -> bytes:
+    # A pool runs the same few handler names over and over.
+    return json.dumps(handler).encode("utf-8")
 
 
 def decode_batch(data: bytes) -> list[tuple[str, Any]]:
@@ -427,6 +436,10 @@ def decode_batch(data: bytes) -> list[tuple[str, Any]]:
     return [(name, event) for name, event in batch]
 
 
+#: The statuses a child's record carries, as JSON.
+_STATUS_JSON = {status: json.dumps(status) for status in ("ok", "error")}
+
+
 def encode_outcome_record(
     status: str,
     duration: float,
@@ -439,7 +452,7 @@ def encode_outcome_record(
     encoded C{value_json} or C{error} as C{(type, message, traceback)}; an
     C{"ok"} record may carry the reason of a L{Veto} the handler returned.
     """
-    head = f'{{"s":{json.dumps(status)},"d":{duration!r}'
+    head = f'{{"s":{_STATUS_JSON.get(status) or json.dumps(status)},"d":{duration!r}'
     if error is not None:
         kind, message, tb = error
         return (

@@ -253,7 +253,9 @@ class HandlerHost(AMPChild):
             except (Exception, SystemExit) as e:
                 run.add(self._error_record(started, Failure(e)))
                 continue
-            if isinstance(result, Deferred) or inspect.isawaitable(result):
+            if result is not None and (
+                isinstance(result, Deferred) or inspect.isawaitable(result)
+            ):
                 waiting: Deferred[Any] = (
                     result if isinstance(result, Deferred) else ensureDeferred(result)  # type: ignore[arg-type]
                 )
