@@ -320,27 +320,33 @@ class RoutingIndex:
     """
     Handler ids indexed by match spec, answering "who matches these keywords?".
 
-    Under each shape and value tuple, handlers are grouped by the operator
-    constraints left to check on an event (C{None}: none): an event checks
-    each group once, however many handlers share it.
+    Per shape there are two tables: handlers with nothing left to check once
+    their values match (equality and C{In}), by value tuple; and the others,
+    by value tuple and then by the operator constraints left to check, so that
+    an event checks each group once, however many handlers share it.
     """
 
     def __init__(self) -> None:
-        # shape -> values tuple -> residual constraints (or None) ->
-        # {handler_id: None}; dicts keep insertion order
+        # shape -> values tuple -> {handler_id: None}; dicts keep insertion order
         self._by_shape: dict[
+            tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]
+        ] = {}
+        # shape -> values tuple -> residual constraints -> {handler_id: None}
+        self._checked: dict[
             tuple[str, ...],
             dict[
                 tuple[Hashable, ...],
-                dict[tuple[tuple[str, Any], ...] | None, dict[int, None]],
+                dict[tuple[tuple[str, Any], ...], dict[int, None]],
             ],
-        ]
-        self._by_shape = {}
+        ] = {}
 
     def __len__(self) -> int:
-        return sum(
+        plain = sum(
+            len(ids) for table in self._by_shape.values() for ids in table.values()
+        )
+        return plain + sum(
             len(ids)
-            for table in self._by_shape.values()
+            for table in self._checked.values()
             for groups in table.values()
             for ids in groups.values()
         )
@@ -350,11 +356,14 @@ class RoutingIndex:
         Index C{handler_id} under C{spec}.
         """
         shape, keys, residual = spec._compiled()
-        table = self._by_shape.setdefault(shape, {})
+        if not residual:
+            table = self._by_shape.setdefault(shape, {})
+            for key in keys:
+                table.setdefault(key, {})[handler_id] = None
+            return
+        checked = self._checked.setdefault(shape, {})
         for key in keys:
-            table.setdefault(key, {}).setdefault(residual or None, {})[handler_id] = (
-                None
-            )
+            checked.setdefault(key, {}).setdefault(residual, {})[handler_id] = None
 
     def discard(self, handler_id: int, spec: MatchSpec) -> None:
         """
@@ -362,24 +371,37 @@ class RoutingIndex:
         handlers leave nothing behind.
         """
         shape, keys, residual = spec._compiled()
-        group = residual or None
-        table = self._by_shape.get(shape)
-        if table is None:
+        if not residual:
+            table = self._by_shape.get(shape)
+            if table is None:
+                return
+            for key in keys:
+                ids = table.get(key)
+                if ids is None:
+                    continue
+                ids.pop(handler_id, None)
+                if not ids:
+                    del table[key]
+            if not table:
+                del self._by_shape[shape]
+            return
+        checked = self._checked.get(shape)
+        if checked is None:
             return
         for key in keys:
-            groups = table.get(key)
+            groups = checked.get(key)
             if groups is None:
                 continue
-            ids = groups.get(group)
+            ids = groups.get(residual)
             if ids is None:
                 continue
             ids.pop(handler_id, None)
             if not ids:
-                del groups[group]
+                del groups[residual]
                 if not groups:
-                    del table[key]
-        if not table:
-            del self._by_shape[shape]
+                    del checked[key]
+        if not checked:
+            del self._checked[shape]
 
     def match(self, keywords: Mapping[str, Hashable]) -> list[int]:
         """
@@ -394,11 +416,19 @@ class RoutingIndex:
                 key = tuple([keywords[name] for name in shape])
             except KeyError:
                 continue
-            groups = table.get(key)
+            ids = table.get(key)
+            if ids:
+                found.extend(ids)
+        for shape, checked in self._checked.items():
+            try:
+                key = tuple([keywords[name] for name in shape])
+            except KeyError:
+                continue
+            groups = checked.get(key)
             if not groups:
                 continue
             for residual, ids in groups.items():
-                if residual is None or all(
+                if all(
                     op.accepts(keywords.get(name, _MISSING)) for name, op in residual
                 ):
                     found.extend(ids)
@@ -410,4 +440,4 @@ class RoutingIndex:
         """
         The shapes currently indexed (for tests and introspection).
         """
-        return self._by_shape.keys()
+        return {**self._by_shape, **self._checked}.keys()
