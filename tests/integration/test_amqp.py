@@ -156,9 +156,9 @@ class AMQPTestCase(TestCase):
         return AMQPPool(url, namespace=self.namespace, reactor=reactor, **options)
 
     async def dispatcher(self, pool: AMQPPool, **options: Any) -> EventDispatcher:
+        options.setdefault("phases", ("before", "during"))
         dispatcher = EventDispatcher(
             allowed_match_spec_keywords=("kind", "user", "n"),
-            phases=("before", "during"),
             reactor=reactor,
             pool=AmpoulePool(size=1, reactor=reactor),
             **options,
@@ -319,6 +319,32 @@ class OutcomeTests(AMQPTestCase):
         (crashed,) = (await dispatcher.fire_event({}, kind="c")).outcomes
         self.assertEqual(crashed.status, "crashed")
         self.assertEqual(host.answered, 4)
+
+    @deferred_test
+    async def test_veto_through_a_worker_host(self) -> None:
+        """
+        A handler on a worker host returning Veto in a veto phase stops the
+        event: its reason crosses the broker, the later phase is skipped.
+        """
+        from actordispatch import Phase
+
+        await self.host([f"{HANDLERS}:gate", f"{HANDLERS}:echo"])
+        dispatcher = await self.dispatcher(
+            self.pool(), phases=(Phase("before", veto=True), "during")
+        )
+        gate = await self.add(dispatcher, "gate", "before", kind="a")
+        await self.add(dispatcher, "echo", "during", kind="a")
+        result = await dispatcher.fire_event({"veto": "closed today"}, kind="a")
+        self.assertEqual(
+            [(o.phase, o.status) for o in result.outcomes],
+            [("before", "ok"), ("during", "skipped")],
+        )
+        self.assertEqual(
+            (result.vetoed.handler_id, result.vetoed.veto), (gate, "closed today")
+        )
+        result = await dispatcher.fire_event({}, kind="a")
+        self.assertTrue(result.ok, result.failures)
+        self.assertIsNone(result.vetoed)
 
     @deferred_test
     async def test_event_matching_nothing(self) -> None:
