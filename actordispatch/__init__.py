@@ -5,7 +5,7 @@ processes of an ampoule pool, over AMP.
     >>> from actordispatch import EventDispatcher
 """
 
-from actordispatch._amqp_link import ClientTLS
+from actordispatch._amqp_link import ClientTLS, delete_namespace
 from actordispatch._amqp_pool import AMQPPool
 from actordispatch._amqp_worker import WorkerHost
 from actordispatch._config import ConfigError, load_config, parse_config
@@ -78,6 +78,7 @@ __all__ = [
     "Verdict",
     "Veto",
     "WorkerHost",
+    "delete_namespace",
     "listen",
     "load_config",
     "parse_config",

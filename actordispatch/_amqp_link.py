@@ -15,19 +15,24 @@ Credentials never reach a log: connections are named by C{BrokerAddress.__str__}
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._errors import ActorDispatchError
+from actordispatch._amqp_wire import exchange_name, queue_name
+from actordispatch._errors import ActorDispatchError, BrokerUnavailableError
 
 _log = Logger()
 
@@ -360,3 +365,47 @@ class BrokerLink:
         self._lost(self.last_error)
         if self._running:
             self._schedule()
+
+
+async def delete_namespace(
+    url: str,
+    namespace: str,
+    handlers: Iterable[str],
+    *,
+    reactor: Any = None,
+    tls: ClientTLS | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """
+    Delete what a namespace declared on the broker: the queue of each of
+    C{handlers} (by handler name) and the events exchange.  Queues outlive
+    their handlers by design (they are durable); this is for tests,
+    benchmarks and retiring a namespace.  Messages still queued are lost.
+
+    @raise BrokerUnavailableError: if the broker cannot be reached.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    address = BrokerAddress.parse(url, tls)
+    _, twisted_connection = _pika()
+    try:
+        connection = await connectProtocol(
+            address.endpoint(reactor, timeout),
+            twisted_connection.TwistedProtocolConnection(
+                address.parameters(), custom_reactor=reactor
+            ),
+        )
+        await connection.ready
+    except Exception as e:
+        raise BrokerUnavailableError(
+            f"cannot reach the broker at {address}: {e}"
+        ) from None
+    try:
+        channel = await connection.channel()
+        for handler in sorted(set(handlers)):
+            await channel.queue_delete(queue_name(namespace, handler))
+        await channel.exchange_delete(exchange_name(namespace))
+    finally:
+        await connection.close()

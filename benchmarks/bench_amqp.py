@@ -36,7 +36,8 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.task import deferLater
 
 from actordispatch import AmpoulePool, AMQPPool, EventDispatcher
-from actordispatch._amqp_wire import exchange_name, queue_name
+from actordispatch._amqp_link import delete_namespace
+from actordispatch._amqp_wire import queue_name
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 HANDLER = "benchmarks.handlers:noop"
@@ -148,29 +149,11 @@ async def run(reactor: Any, rounds: int, events: int, serial: int) -> dict[str, 
         for transport, host in hosts:
             transport.signalProcess("TERM")
             await host.ended
-        await _delete(reactor, namespace)
+        await delete_namespace(URL, namespace, [HANDLER], reactor=reactor)
     return {
         label: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
         for label, runs in samples.items()
     }
-
-
-async def _delete(reactor: Any, namespace: str) -> None:
-    import pika
-    from pika.adapters.twisted_connection import TwistedProtocolConnection
-
-    creator = protocol.ClientCreator(
-        reactor,
-        TwistedProtocolConnection,
-        pika.URLParameters(URL),
-        custom_reactor=reactor,
-    )
-    connection = await creator.connectTCP("127.0.0.1", 5672)
-    await connection.ready
-    channel = await connection.channel()
-    await channel.queue_delete(queue_name(namespace, HANDLER))
-    await channel.exchange_delete(exchange_name(namespace))
-    connection.close()
 
 
 def report(figures: dict[str, Any], out: Any = print) -> None:

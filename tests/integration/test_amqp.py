@@ -26,15 +26,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
 from twisted.trial.unittest import SkipTest, TestCase
 
 from actordispatch import ClientTLS, EventDispatcher
+from actordispatch._amqp_link import delete_namespace
 from actordispatch._amqp_pool import AMQPPool
-from actordispatch._amqp_wire import event_headers, exchange_name, queue_name
+from actordispatch._amqp_wire import event_headers, queue_name
 from actordispatch._amqp_worker import WorkerHost
 from actordispatch._match import MatchSpec
 from actordispatch._pool import AmpoulePool
@@ -133,22 +134,7 @@ class AMQPTestCase(TestCase):
         self.addCleanup(lambda: defer.ensureDeferred(self._delete_topology()))
 
     async def _delete_topology(self) -> None:
-        import pika
-        from pika.adapters.twisted_connection import TwistedProtocolConnection
-
-        creator = protocol.ClientCreator(
-            reactor,
-            TwistedProtocolConnection,
-            pika.URLParameters(URL),
-            custom_reactor=reactor,
-        )
-        connection = await creator.connectTCP(HOST, PORT)
-        await connection.ready
-        channel = await connection.channel()
-        for handler in sorted(self.handlers):
-            await channel.queue_delete(queue_name(self.namespace, handler))
-        await channel.exchange_delete(exchange_name(self.namespace))
-        await connection.close()
+        await delete_namespace(URL, self.namespace, self.handlers, reactor=reactor)
 
     def pool(self, url: str = URL, **options: Any) -> AMQPPool:
         options.setdefault("default_timeout", 10.0)
@@ -533,6 +519,34 @@ class BrokerOutageTests(AMQPTestCase):
         await wait_until(lambda: pool.up, 20, "the pool to reconnect")
         (back,) = (await dispatcher.fire_event({"mark": str(mark)}, kind="a")).outcomes
         self.assertEqual(back.status, "ok")
+
+
+class NamespaceTests(AMQPTestCase):
+    @deferred_test
+    async def test_delete_namespace(self) -> None:
+        """
+        delete_namespace removes the exchange and the handlers' queues (they
+        outlive their handlers); an unreachable broker is a
+        BrokerUnavailableError.
+        """
+        from actordispatch import BrokerUnavailableError
+
+        pool = self.pool()
+        dispatcher = await self.dispatcher(pool)
+        handler_id = await self.add(dispatcher, "echo", "during", kind="a")
+        await dispatcher.remove_event_handler(handler_id)
+        name = queue_name(self.namespace, f"{HANDLERS}:echo")
+        channel = await pool._link.connection.channel()
+        await channel.queue_declare(name, passive=True)  # still there
+        await delete_namespace(URL, self.namespace, self.handlers, reactor=reactor)
+        channel = await pool._link.connection.channel()
+        with self.assertRaises(Exception) as raised:
+            await channel.queue_declare(name, passive=True)
+        self.assertIn("NOT_FOUND", str(raised.exception))
+        with self.assertRaises(BrokerUnavailableError):
+            await delete_namespace(
+                "amqp://guest:guest@127.0.0.1:1/%2F", "x", [], reactor=reactor
+            )
 
 
 class CredentialTests(AMQPTestCase):
