@@ -26,6 +26,7 @@ from actordispatch import AmpoulePool, DispatchResult, EventDispatcher
 from tests.integration import crash_on_import, faults
 
 F = "tests.integration.faults:"
+H = "tests.integration.handlers:"
 
 
 def open_fds() -> set[int]:
@@ -676,3 +677,20 @@ class FollowUpFaultTests(FaultTestCase):
                 break
             yield deferLater(reactor, 0.05, lambda: None)
         self.assertEqual((d.stats().accepted, d.stats().finished), (6, 6))
+
+    @defer.inlineCallbacks
+    def test_max_waiting(self) -> Any:
+        """
+        Past the pool's max_waiting parked children, a handler's waiting
+        follow-up is refused with a FollowUpError that says so; every level
+        still finishes.
+        """
+        d = self.dispatcher(pool=self.pool(size=1, max_waiting=1))
+        yield d.start()
+        yield d.add_event_handler(H + "recurse", "during", kind="loop")
+        result = yield d.fire_event({"level": 0}, kind="loop")
+        self.assertTrue(result.ok, result.failures)
+        cut = result.outcomes[0].value
+        self.assertEqual((cut["cut_at"], cut["error"]), (1, "FollowUpError"))
+        self.assertIn("max_waiting=1", cut["message"])
+        self.assertEqual((d.stats().accepted, d.stats().finished), (2, 2))
