@@ -64,6 +64,7 @@ from actordispatch._dispatcher import RESERVED_KEYWORDS
 from actordispatch._errors import (
     ActorDispatchError,
     EventEncodingError,
+    FollowUpError,
     HandlerImportError,
     NotRunningError,
     OverloadedError,
@@ -155,15 +156,20 @@ class Fire(amp.Command):
     External process to dispatcher: fire an event.
 
     Arguments: C{event}, chunked JSON; C{keywords} (optional), a JSON object of
-    match keyword to JSON scalar.  Answers C{outcomes}, chunked JSON (an array
-    of outcome objects, see L{outcome_to_json}) and C{ok} (every outcome is
-    C{"ok"}).
+    match keyword to JSON scalar; C{within} (optional), the C{handler_id} of an
+    L{Invoke} this process is answering: the event is then a I{follow-up} of
+    that invocation, which starts at once (it does not queue behind the event
+    that invoked the handler, which may be waiting for it) one level deeper,
+    and is refused with C{FOLLOW_UP} past the dispatcher's C{max_depth}.
+    Answers C{outcomes}, chunked JSON (an array of outcome objects, see
+    L{outcome_to_json}) and C{ok} (every outcome is C{"ok"}).
     """
 
     commandName = b"Fire"
     arguments = [
         (b"event", ChunkedBytes()),
         (b"keywords", amp.Unicode(optional=True)),
+        (b"within", amp.Integer(optional=True)),
     ]
     response = [(b"outcomes", ChunkedBytes()), (b"ok", amp.Boolean())]
     errors = {
@@ -172,6 +178,7 @@ class Fire(amp.Command):
         BadKeywordError: b"BAD_KEYWORD",
         BadEventError: b"BAD_EVENT",
         DispatchFailedError: b"DISPATCH_FAILED",
+        FollowUpError: b"FOLLOW_UP",
     }
 
 
@@ -362,6 +369,17 @@ class RemotePool:
         Calls sent to the peer and not answered yet (nor timed out).
         """
         return len(self._in_flight)
+
+    def running(self, handler_id: int) -> list[Invocation]:
+        """
+        The invocations of handler C{handler_id} sent to the peer and not
+        answered yet (nor timed out).
+        """
+        return [
+            call.invocation
+            for call in self._in_flight
+            if call.invocation.handler_id == handler_id
+        ]
 
     @property
     def queued(self) -> int:
@@ -875,7 +893,9 @@ class DispatcherAMP(GuardedAMP):
     # --- commands ---------------------------------------------------------------------
 
     @Fire.responder
-    def fire(self, event: bytes, keywords: str | None = None) -> Any:
+    def fire(
+        self, event: bytes, keywords: str | None = None, within: int | None = None
+    ) -> Any:
         """
         L{Fire}: the event is decoded to plain JSON values (a class it names by
         a tag is never built), then fired; every dispatcher-level refusal
@@ -899,10 +919,13 @@ class DispatcherAMP(GuardedAMP):
             raise BadEventError(
                 f"the event is not JSON: {type(e).__name__}: {e}"
             ) from None
-        try:
-            fired = self.dispatcher.fire_event(value, **matched)
-        except ValueError as e:
-            raise BadKeywordError(str(e)) from None
+        if within is not None:
+            fired = self._follow_up(within, event, matched)
+        else:
+            try:
+                fired = self.dispatcher.fire_event(value, **matched)
+            except ValueError as e:
+                raise BadKeywordError(str(e)) from None
         self._fires_pending += 1
 
         def answered(result: DispatchResult) -> dict[str, Any]:
@@ -921,6 +944,26 @@ class DispatcherAMP(GuardedAMP):
             return result
 
         return fired.addCallbacks(answered, failed).addBoth(done)
+
+    def _follow_up(
+        self, within: int, event: bytes, keywords: dict[str, Any]
+    ) -> Deferred[DispatchResult]:
+        """
+        Fire C{event} as a follow-up of this process's running invocations of
+        handler C{within}, one level deeper than the deepest of them.
+
+        @raise FollowUpError: when no such invocation runs here, or the
+            dispatcher refuses it.
+        """
+        calls = [] if self.pool is None else self.pool.running(within)
+        if not calls:
+            raise FollowUpError(
+                f"within={within}: no Invoke of that handler is running on this "
+                "connection"
+            )
+        depth = max(call.depth for call in calls) + 1
+        _, fired = self.dispatcher._fire_follow_up(depth, event, keywords, None)
+        return fired
 
     @RegisterHandler.responder
     def register_handler(

@@ -511,6 +511,49 @@ class RegisterTests(SynchronousTestCase):
             self.assertIn(fragment, description)
 
 
+class FollowUpTests(SynchronousTestCase):
+    def test_fire_within_an_invoke(self) -> None:
+        """
+        A peer answering an Invoke fires an event with C{within=} its handler
+        id: with one event at a time, it still runs at once (a follow-up, one
+        level deeper) and is answered before the Invoke is; the same Fire
+        without C{within} waits for its turn behind the invoking event.  A
+        C{within} naming no running Invoke, or a chain past max_depth, is
+        refused with FOLLOW_UP.
+        """
+        h = Harness(self, dispatcher_options={"max_depth": 1})
+        handler_id = h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        self.successResultOf(
+            h.dispatcher.add_event_handler(LOCAL, "during", kind="local")
+        )
+        invoked = h.fire({"n": 1}, kind="ext")
+        self.assertEqual(len(h.peer.invocations), 1)
+        event = json.dumps({"n": 2}).encode()
+        keywords = json.dumps({"kind": "local"})
+        follow_up = h.result(Fire, event=event, keywords=keywords, within=handler_id)
+        (outcome,) = json.loads(follow_up["outcomes"])
+        self.assertEqual(outcome["value"], {"seen": {"n": 2}})
+        queued = h.call(Fire, event=event, keywords=keywords)
+        self.assertNoResult(queued)
+        self.assertEqual(
+            h.error(Fire, event=event, keywords=keywords, within=handler_id + 100),
+            b"FOLLOW_UP",
+        )
+        h.answer(0, "done")
+        self.assertTrue(self.successResultOf(invoked).ok)
+        self.assertTrue(self.successResultOf(queued)["ok"])
+        # A follow-up of a follow-up: depth 2, past max_depth=1.
+        deep = h.dispatcher._fire_follow_up(1, b"{}", {"kind": "ext"}, None)[1]
+        h.pump.flush()
+        self.assertEqual(len(h.peer.invocations), 2)
+        self.assertEqual(
+            h.error(Fire, event=event, keywords=keywords, within=handler_id),
+            b"FOLLOW_UP",
+        )
+        h.answer(1, "deep done")
+        self.assertTrue(self.successResultOf(deep).ok)
+
+
 class OutcomeTests(SynchronousTestCase):
     def test_handler_error(self) -> None:
         """

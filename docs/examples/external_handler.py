@@ -97,6 +97,10 @@ class DispatchFailedError(DispatcherError):
     code = b"DISPATCH_FAILED"
 
 
+class FollowUpError(DispatcherError):
+    code = b"FOLLOW_UP"
+
+
 class BadHandlerError(DispatcherError):
     code = b"BAD_HANDLER"
 
@@ -121,7 +125,11 @@ def _codes(*classes):
 
 class Fire(amp.Command):
     commandName = b"Fire"
-    arguments = [(b"event", ChunkedBytes()), (b"keywords", amp.Unicode(optional=True))]
+    arguments = [
+        (b"event", ChunkedBytes()),
+        (b"keywords", amp.Unicode(optional=True)),
+        (b"within", amp.Integer(optional=True)),
+    ]
     response = [(b"outcomes", ChunkedBytes()), (b"ok", amp.Boolean())]
     errors = _codes(
         NotRunningError,
@@ -129,6 +137,7 @@ class Fire(amp.Command):
         BadKeywordError,
         BadEventError,
         DispatchFailedError,
+        FollowUpError,
     )
 
 
