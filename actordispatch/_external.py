@@ -3,20 +3,10 @@ The AMP endpoint for external processes: they fire events into a dispatcher and
 serve as handlers for it.
 
 The wire protocol is public and small enough to implement in any language with
-an AMP library (the reference, with every argument and error code, is
-C{docs/amp-protocol.rst}; C{docs/examples/external_handler.py} implements the
-client with nothing but Twisted).  It uses AMP's basic types only, plus one
-convention of ours for values over AMP's 64 KiB limit (L{ChunkedBytes}: a value
-C{name} continues in the keys C{name.1}, C{name.2}, ... of the same box).
-Events, values, keywords and match specs travel as UTF-8 JSON.
-
-Commands an external process sends (answered by L{DispatcherAMP}):
- - L{Fire}: fire an event, get every handler's outcome;
- - L{RegisterHandler} / L{UnregisterHandler}: serve as a handler of a phase;
- - L{ListHandlers}: what is registered.
-
-Command the dispatcher sends to an external process that registered a handler:
- - L{Invoke}: run that handler on an event.
+an AMP library: its commands and error codes are in L{actordispatch._external_wire}
+(re-exported here), and its reference in C{docs/amp-protocol.rst}.  This module
+is the server side: L{DispatcherAMP} answers a peer's commands, and L{listen}
+serves them on endpoints.
 
 Each connection that registers a handler gets its own L{RemotePool} (the
 L{IHandlerPool} of that one peer), added to the dispatcher as C{"amp:<n>"}; its
@@ -34,18 +24,35 @@ C{insecure=True}, and serves TLS with client certificates from a configured CA.
 
 from __future__ import annotations
 
+# The wire names and the pool stay importable from here, where they were.
+__all__ = [
+    "BadEventError",
+    "BadHandlerError",
+    "BadKeywordError",
+    "DispatchFailedError",
+    "DispatcherAMP",
+    "DispatcherAMPFactory",
+    "Fire",
+    "InsecureEndpointError",
+    "Invoke",
+    "ListHandlers",
+    "RegisterHandler",
+    "RemoteHandlerError",
+    "RemotePool",
+    "TLSServerOptions",
+    "UnknownHandlerError",
+    "UnregisterHandler",
+    "listen",
+]
+
 import ipaddress
 import itertools
-import json
 import math
-import re
-from collections import deque
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from attrs import define, evolve, field, frozen
-from twisted.internet import error as net_error
+from attrs import define, field, frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IHandshakeListener
@@ -57,9 +64,8 @@ from zope.interface import implementer
 
 from actordispatch._codec import (
     decode_result,
-    encode_event,
 )
-from actordispatch._commands import AMP_MAX_VALUE, ChunkedBytes
+from actordispatch._commands import AMP_MAX_VALUE
 from actordispatch._dispatcher import RESERVED_KEYWORDS
 from actordispatch._errors import (
     ActorDispatchError,
@@ -69,13 +75,28 @@ from actordispatch._errors import (
     NotRunningError,
     OverloadedError,
 )
+from actordispatch._external_wire import (
+    EXTERNAL_NAME,
+    MAX_NAME_LENGTH,
+    BadEventError,
+    BadHandlerError,
+    BadKeywordError,
+    DispatchFailedError,
+    Fire,
+    Invoke,
+    ListHandlers,
+    RegisterHandler,
+    RemoteHandlerError,
+    UnknownHandlerError,
+    UnregisterHandler,
+    _encode_outcomes,
+    _json_object,
+)
 from actordispatch._guarded import GuardedAMP
-from actordispatch._invocation import Invocation
-from actordispatch._match import from_table, to_table
-from actordispatch._outcome_json import encode_items, outcome_to_json
-from actordispatch._result import DispatchResult, HandlerOutcome
-from actordispatch._veto import MAX_VETO_REASON
-from actordispatch.interfaces import IHandlerPool
+from actordispatch._match import to_table
+from actordispatch._outcome_json import encode_items
+from actordispatch._remote_pool import RemotePool
+from actordispatch._result import DispatchResult
 
 if TYPE_CHECKING:
     from actordispatch._dispatcher import EventDispatcher
@@ -86,631 +107,12 @@ _RESERVED = RESERVED_KEYWORDS
 
 _log = Logger()
 
-#: The form of the name a peer gives its handler: a dotted, ASCII identifier.
-EXTERNAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-#: The longest handler name a peer may give.
-MAX_NAME_LENGTH = 200
-
 #: Default cap on one box an external peer sends (bytes of values).
 DEFAULT_MAX_BOX_BYTES = 16 * 1024 * 1024
 #: Default cap on the time a frame may stay half-sent (seconds without a byte).
 DEFAULT_FRAME_TIMEOUT = 30.0
 
 _connection_numbers = itertools.count(1)
-
-
-# --- errors on the wire ----------------------------------------------------------
-
-
-class BadKeywordError(ActorDispatchError, ValueError):
-    """
-    C{BAD_KEYWORD}: fired keywords that are not a JSON object of scalars, or
-    that the dispatcher does not allow.
-    """
-
-
-class BadEventError(ActorDispatchError, ValueError):
-    """
-    C{BAD_EVENT}: an event that is not JSON, or that the dispatcher cannot
-    carry (too large, a non-finite number...).
-    """
-
-
-class BadHandlerError(ActorDispatchError, ValueError):
-    """
-    C{BAD_HANDLER}: a registration the dispatcher refuses: a bad name, an
-    unknown phase, a match keyword that is not allowed, bad options.
-    """
-
-
-class UnknownHandlerError(ActorDispatchError, KeyError):
-    """
-    C{UNKNOWN_HANDLER}: a handler id this connection did not register, or one
-    already removed.
-    """
-
-    def __str__(self) -> str:
-        # KeyError quotes its argument; the wire wants the plain message.
-        return str(self.args[0]) if self.args else ""
-
-
-class DispatchFailedError(ActorDispatchError):
-    """
-    C{DISPATCH_FAILED}: the dispatcher failed the event for a reason of its
-    own (a bug, logged on the dispatcher's side).
-    """
-
-
-class RemoteHandlerError(ActorDispatchError):
-    """
-    C{HANDLER_ERROR}: an external handler raised.  Its message is the JSON
-    description C{{"type": ..., "message": ..., "traceback": ...}}.
-    """
-
-
-# --- commands ----------------------------------------------------------------------
-
-
-class Fire(amp.Command):
-    """
-    External process to dispatcher: fire an event.
-
-    Arguments: C{event}, chunked JSON; C{keywords} (optional), a JSON object of
-    match keyword to JSON scalar; C{within} (optional), the C{handler_id} of an
-    L{Invoke} this process is answering: the event is then a I{follow-up} of
-    that invocation, which starts at once (it does not queue behind the event
-    that invoked the handler, which may be waiting for it) one level deeper,
-    and is refused with C{FOLLOW_UP} past the dispatcher's C{max_depth}.
-    Answers C{outcomes}, chunked JSON (an array of outcome objects, see
-    L{outcome_to_json}) and C{ok} (every outcome is C{"ok"}).
-    """
-
-    commandName = b"Fire"
-    arguments = [
-        (b"event", ChunkedBytes()),
-        (b"keywords", amp.Unicode(optional=True)),
-        (b"within", amp.Integer(optional=True)),
-    ]
-    response = [(b"outcomes", ChunkedBytes()), (b"ok", amp.Boolean())]
-    errors = {
-        NotRunningError: b"NOT_RUNNING",
-        OverloadedError: b"OVERLOADED",
-        BadKeywordError: b"BAD_KEYWORD",
-        BadEventError: b"BAD_EVENT",
-        DispatchFailedError: b"DISPATCH_FAILED",
-        FollowUpError: b"FOLLOW_UP",
-    }
-
-
-class RegisterHandler(amp.Command):
-    """
-    External process to dispatcher: serve as handler C{name} of C{phase} for
-    the events C{match} matches: a JSON object of keyword to a scalar, C{null}
-    (no constraint) or an operator as a table of one key (C{{"in": [..]}},
-    C{{"not": v}}, C{{"glob": "p*"}}, C{{"present": true}},
-    C{{"absent": true}}; see L{actordispatch._match.from_table}); optionally
-    with a C{timeout} (seconds) and C{max_calls}.  Answers the C{handler_id}
-    that L{Invoke} will carry.
-    """
-
-    commandName = b"RegisterHandler"
-    arguments = [
-        (b"name", amp.Unicode()),
-        (b"phase", amp.Unicode()),
-        (b"match", amp.Unicode(optional=True)),
-        (b"timeout", amp.Float(optional=True)),
-        (b"max_calls", amp.Integer(optional=True)),
-    ]
-    response = [(b"handler_id", amp.Integer())]
-    errors = {BadHandlerError: b"BAD_HANDLER", OverloadedError: b"OVERLOADED"}
-
-
-class UnregisterHandler(amp.Command):
-    """
-    External process to dispatcher: stop serving handler C{handler_id}.
-    """
-
-    commandName = b"UnregisterHandler"
-    arguments = [(b"handler_id", amp.Integer())]
-    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
-    errors = {UnknownHandlerError: b"UNKNOWN_HANDLER"}
-
-
-class ListHandlers(amp.Command):
-    """
-    External process to dispatcher: the handlers registered, as a chunked JSON
-    array of objects (see L{DispatcherAMP.list_handlers}).
-    """
-
-    commandName = b"ListHandlers"
-    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = []
-    response = [(b"handlers", ChunkedBytes())]
-
-
-class Invoke(amp.Command):
-    """
-    Dispatcher to external process: run handler C{handler} (the name the peer
-    registered) with id C{handler_id} in C{phase} on C{event} (chunked JSON);
-    C{timeout} says how many seconds the dispatcher waits.  Answers C{value}
-    (chunked JSON), optionally C{pid}, C{duration} (the handler's own run
-    time) and C{veto} (the reason of a veto: see L{actordispatch.Veto}); or
-    fails with C{HANDLER_ERROR}.
-    """
-
-    commandName = b"Invoke"
-    arguments = [
-        (b"handler_id", amp.Integer()),
-        (b"handler", amp.Unicode()),
-        (b"phase", amp.Unicode()),
-        (b"event", ChunkedBytes()),
-        (b"timeout", amp.Float(optional=True)),
-    ]
-    response = [
-        (b"value", ChunkedBytes()),
-        (b"pid", amp.Integer(optional=True)),
-        (b"duration", amp.Float(optional=True)),
-        (b"veto", amp.Unicode(optional=True)),
-    ]
-    errors = {RemoteHandlerError: b"HANDLER_ERROR"}
-
-
-# --- JSON helpers -----------------------------------------------------------------
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _json_object(
-    text: str | None, what: str, operators: bool = False
-) -> dict[str, Any]:
-    """
-    A JSON object of scalars (strings, numbers, booleans, nulls), or, with
-    C{operators}, of scalars and operator tables (L{from_table}), which it
-    turns into operators.
-
-    @raise ValueError: naming C{what} and the problem.
-    """
-    if text is None or text == "":
-        return {}
-    try:
-        value = json.loads(text, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"{what} is not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object, not {type(value).__name__}")
-    for key, item in value.items():
-        if operators and isinstance(item, dict):
-            try:
-                value[key] = from_table(item)
-            except ValueError as e:
-                raise ValueError(f"{what}.{key}: {e}") from None
-        elif item is not None and not isinstance(item, (str, int, float, bool)):
-            raise ValueError(
-                f"{what}: {key!r} must be a string, number, boolean, null"
-                + (" or an operator table" if operators else "")
-            )
-    return value
-
-
-def _encode_outcomes(result: DispatchResult) -> bytes:
-    return encode_items([outcome_to_json(o) for o in result.outcomes], "value")
-
-
-# --- the pool of one connection ----------------------------------------------------
-
-
-@define(eq=False)
-class _RemoteCall:
-    """
-    One invocation on its way to an external peer, or waiting for room.
-    """
-
-    invocation: Invocation
-    done: Deferred[HandlerOutcome]
-    sent: float = 0.0
-    timer: Any = None
-
-
-@implementer(IHandlerPool)
-class RemotePool:
-    """
-    The L{IHandlerPool} of one external process connected over AMP: every
-    invocation becomes an L{Invoke} call on its connection.
-
-    At most C{max_in_flight} calls are outstanding at once; more wait in a
-    queue of at most C{max_queued}, and an invocation beyond that ends at once
-    C{"crashed"} with C{error_type="actordispatch.Overloaded"} (the peer could
-    not take it; it never ran).  A handler's timeout counts from the moment
-    its call is sent, not while it is queued; past it the outcome is
-    C{"timeout"}, the slot is freed and the late answer, if it ever comes, is
-    ignored (the dispatcher cannot stop an external process's work).
-
-    @param connection: the AMP connection to the peer (anything with
-        C{callRemote}).
-    @param reactor: for timeouts.
-    @param name: the pool's name in the dispatcher, for logs.
-    @param default_timeout: seconds a handler may run when its registration
-        set no timeout.
-    @param on_protocol_error: called with a reason when the peer answered
-        something the protocol forbids (the connection is then dropped).
-    """
-
-    def __init__(
-        self,
-        connection: Any,
-        *,
-        reactor: Any,
-        name: str = "amp",
-        default_timeout: float = 60.0,
-        max_in_flight: int = 16,
-        max_queued: int = 1024,
-        on_protocol_error: Any = None,
-    ) -> None:
-        if max_in_flight < 1 or max_queued < 0:
-            raise ValueError("max_in_flight must be >= 1 and max_queued >= 0")
-        self._connection = connection
-        self._reactor = reactor
-        self.name = name
-        self.default_timeout = default_timeout
-        self.max_in_flight = max_in_flight
-        self.max_queued = max_queued
-        self._on_protocol_error = on_protocol_error
-        self._in_flight: set[_RemoteCall] = set()
-        self._queue: deque[_RemoteCall] = deque()
-        self._lost: str | None = None
-        self._last_raw: bytes | None = None
-        self._last_plain = b""
-        self.peer_pid: int | None = None
-
-    @property
-    def in_flight(self) -> int:
-        """
-        Calls sent to the peer and not answered yet (nor timed out).
-        """
-        return len(self._in_flight)
-
-    def running(self, handler_id: int) -> list[Invocation]:
-        """
-        The invocations of handler C{handler_id} sent to the peer and not
-        answered yet (nor timed out).
-        """
-        return [
-            call.invocation
-            for call in self._in_flight
-            if call.invocation.handler_id == handler_id
-        ]
-
-    @property
-    def queued(self) -> int:
-        """
-        Calls waiting for room under C{max_in_flight}.
-        """
-        return len(self._queue)
-
-    def child_pids(self) -> tuple[int, ...]:
-        """
-        The peer's pid, once one of its answers told it.
-        """
-        return () if self.peer_pid is None else (self.peer_pid,)
-
-    # --- IHandlerPool ------------------------------------------------------------
-
-    def start(self) -> Deferred[None]:
-        """
-        Nothing to start: the peer is connected already.
-        """
-        return succeed(None)
-
-    def stop(self) -> Deferred[None]:
-        """
-        End whatever is left (normally nothing: the dispatcher waited for its
-        invocations) as C{"crashed"}; the connection stays, so the dispatcher
-        can start again with the same peer.
-        """
-        self._end_all(
-            "crashed",
-            "actordispatch.ConnectionLost" if self._lost else "actordispatch.PoolDown",
-            self._lost or "the pool stopped",
-        )
-        return succeed(None)
-
-    def check_handler(self, name: str) -> Deferred[int]:
-        """
-        Succeed at once: the peer registered the handler, so it serves it.
-        """
-        return succeed(self.peer_pid or 0)
-
-    def abort(self, message: str) -> None:
-        """
-        End every call now: sent ones C{"timeout"} (their answers will be
-        ignored), queued ones C{"skipped"}.
-        """
-        while self._queue:
-            call = self._queue.popleft()
-            call.done.callback(
-                call.invocation.outcome(
-                    "skipped",
-                    error_type="actordispatch.Aborted",
-                    error_message=f"{message} before this ran",
-                )
-            )
-        for call in list(self._in_flight):
-            self._settle(
-                call,
-                call.invocation.outcome(
-                    "timeout",
-                    error_type="actordispatch.Aborted",
-                    error_message=message,
-                    duration=self._reactor.seconds() - call.sent,
-                ),
-                pump=False,
-            )
-
-    def invoke(self, invocation: Invocation) -> Deferred[HandlerOutcome]:
-        """
-        Send C{invocation} to the peer, or queue it.
-
-        @return: a Deferred that always fires with the outcome.
-        """
-        if self._lost is not None:
-            return succeed(
-                invocation.outcome(
-                    "crashed",
-                    error_type="actordispatch.ConnectionLost",
-                    error_message=self._lost,
-                )
-            )
-        call = _RemoteCall(invocation, Deferred())
-        if len(self._in_flight) < self.max_in_flight:
-            self._send(call)
-        elif len(self._queue) < self.max_queued:
-            self._queue.append(call)
-        else:
-            _log.warn(
-                "{pool}: {queued} calls queued already: {handler} not sent",
-                pool=self.name,
-                queued=len(self._queue),
-                handler=invocation.handler,
-            )
-            return succeed(
-                invocation.outcome(
-                    "crashed",
-                    error_type="actordispatch.Overloaded",
-                    error_message=(
-                        f"the external process has {len(self._in_flight)} calls in "
-                        f"flight and {len(self._queue)} queued (the caps): this "
-                        "invocation was not sent"
-                    ),
-                )
-            )
-        return call.done
-
-    # --- the connection's end ----------------------------------------------------
-
-    def mark_lost(self, message: str) -> None:
-        """
-        The connection is gone: every later invocation, and L{stop}, ends
-        C{"crashed"} with C{message}.
-        """
-        if self._lost is None:
-            self._lost = f"connection lost: {message}"
-
-    def connection_lost(self, message: str) -> None:
-        """
-        The connection is gone: every call in flight or queued, and every later
-        invocation, ends C{"crashed"} with C{message}.
-        """
-        self.mark_lost(message)
-        self._end_all("crashed", "actordispatch.ConnectionLost", self._lost or "")
-
-    def _end_all(self, status: Any, error_type: str, message: str) -> None:
-        now = self._reactor.seconds()
-        calls = [*self._in_flight, *self._queue]
-        self._queue.clear()
-        for call in calls:
-            self._settle(
-                call,
-                call.invocation.outcome(
-                    status,
-                    error_type=error_type,
-                    error_message=message,
-                    duration=now - call.sent if call.sent else 0.0,
-                ),
-                pump=False,
-            )
-
-    # --- calls -------------------------------------------------------------------
-
-    def _plain_event(self, event: bytes) -> bytes:
-        """
-        The event as plain JSON: the codec's tags for tuples, records, dates...
-        become lists, objects and strings, since a peer need not know them.
-        (Every invocation of one event shares its bytes: convert once.)
-        """
-        if b'"__ad__"' not in event:
-            return event
-        if event is not self._last_raw:
-            try:
-                plain = encode_event(decode_result(event), max_size=len(event) * 4)
-            except Exception:
-                plain = event
-            self._last_raw, self._last_plain = event, plain
-        return self._last_plain
-
-    def _send(self, call: _RemoteCall) -> None:
-        invocation = call.invocation
-        timeout = (
-            invocation.timeout
-            if invocation.timeout is not None
-            else self.default_timeout
-        )
-        call.sent = self._reactor.seconds()
-        self._in_flight.add(call)
-        call.timer = self._reactor.callLater(timeout, self._timed_out, call, timeout)
-        try:
-            answer = self._connection.callRemote(
-                Invoke,
-                handler_id=invocation.handler_id,
-                handler=invocation.handler.partition(":")[2],
-                phase=invocation.phase,
-                event=self._plain_event(invocation.event),
-                timeout=float(timeout),
-            )
-        except Exception as e:
-            self._settle(
-                call,
-                invocation.outcome(
-                    "crashed",
-                    error_type=f"actordispatch.{type(e).__name__}",
-                    error_message=f"could not send the invocation: {e}",
-                ),
-            )
-            return
-        answer.addCallbacks(
-            self._answered,
-            self._failed,
-            callbackArgs=(call,),
-            errbackArgs=(call,),
-        )
-
-    def _timed_out(self, call: _RemoteCall, timeout: float) -> None:
-        call.timer = None
-        _log.warn(
-            "{pool}: {handler} did not answer within {timeout}s",
-            pool=self.name,
-            handler=call.invocation.handler,
-            timeout=timeout,
-        )
-        self._settle(
-            call,
-            call.invocation.outcome(
-                "timeout",
-                error_type="actordispatch.HandlerTimeout",
-                error_message=(
-                    f"the external process did not answer within {timeout:g}s "
-                    "(a late answer is ignored)"
-                ),
-                duration=self._reactor.seconds() - call.sent,
-                pid=self.peer_pid,
-            ),
-        )
-
-    def _answered(self, response: dict[str, Any], call: _RemoteCall) -> None:
-        if call.done.called:
-            return  # it timed out or was aborted: the late answer is ignored
-        pid = response.get("pid")
-        if isinstance(pid, int):
-            self.peer_pid = pid
-        try:
-            value = decode_result(response["value"])
-        except Exception as e:
-            self._protocol_error(call, f"an Invoke answer that is not JSON: {e}")
-            return
-        duration = response.get("duration")
-        if not (isinstance(duration, float) and math.isfinite(duration)):
-            duration = self._reactor.seconds() - call.sent
-        veto = response.get("veto")
-        self._settle(
-            call,
-            call.invocation.ok(
-                value,
-                duration=max(0.0, duration),
-                pid=pid if isinstance(pid, int) else self.peer_pid,
-                veto=veto[:MAX_VETO_REASON] if isinstance(veto, str) else None,
-            ),
-        )
-
-    def _failed(self, reason: Failure, call: _RemoteCall) -> None:
-        if call.done.called:
-            return  # settled already (timeout, abort, connection lost): consumed
-        inv = call.invocation
-        duration = self._reactor.seconds() - call.sent
-        if reason.check(RemoteHandlerError):
-            kind, message, tb = _parse_handler_error(str(reason.value))
-            outcome = inv.outcome(
-                "error", error_type=kind, error_message=message, duration=duration
-            )
-            outcome = evolve(outcome, traceback=tb, pid=self.peer_pid)
-        elif reason.check(amp.RemoteAmpError):
-            outcome = inv.outcome(
-                "error",
-                error_type="actordispatch.RemoteError",
-                error_message=reason.getErrorMessage(),
-                duration=duration,
-                pid=self.peer_pid,
-            )
-        elif reason.check(
-            net_error.ConnectionLost, net_error.ConnectionDone, amp.ProtocolSwitched
-        ):
-            outcome = inv.outcome(
-                "crashed",
-                error_type="actordispatch.ConnectionLost",
-                error_message=f"connection lost: {reason.getErrorMessage()}",
-                duration=duration,
-            )
-        else:
-            self._protocol_error(
-                call, f"a malformed Invoke answer: {reason.getErrorMessage()}"
-            )
-            return
-        self._settle(call, outcome)
-
-    def _protocol_error(self, call: _RemoteCall, message: str) -> None:
-        self._settle(
-            call,
-            call.invocation.outcome(
-                "crashed",
-                error_type="actordispatch.ProtocolError",
-                error_message=message,
-                duration=self._reactor.seconds() - call.sent,
-            ),
-        )
-        if self._on_protocol_error is not None:
-            self._on_protocol_error(message)
-
-    def _settle(
-        self, call: _RemoteCall, outcome: HandlerOutcome, pump: bool = True
-    ) -> None:
-        if call.done.called:
-            return
-        if call.timer is not None and call.timer.active():
-            call.timer.cancel()
-        call.timer = None
-        self._in_flight.discard(call)
-        # Queued calls take the freed slot before anything the outcome causes.
-        if pump:
-            self._pump()
-        call.done.callback(outcome)
-
-    def _pump(self) -> None:
-        while (
-            self._queue
-            and len(self._in_flight) < self.max_in_flight
-            and self._lost is None
-        ):
-            self._send(self._queue.popleft())
-
-
-def _parse_handler_error(description: str) -> tuple[str, str, str | None]:
-    """
-    C{(type, message, traceback)} from a C{HANDLER_ERROR} description; one
-    that is not the JSON object it should be is the message itself.
-    """
-    try:
-        parsed = json.loads(description)
-    except (ValueError, RecursionError):
-        parsed = None
-    if not isinstance(parsed, dict):
-        return "actordispatch.RemoteError", description, None
-    kind = parsed.get("type")
-    message = parsed.get("message")
-    tb = parsed.get("traceback")
-    return (
-        kind if isinstance(kind, str) and kind else "actordispatch.RemoteError",
-        message if isinstance(message, str) else json.dumps(message),
-        tb if isinstance(tb, str) and tb else None,
-    )
 
 
 # --- the server side ----------------------------------------------------------------
