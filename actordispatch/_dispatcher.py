@@ -54,6 +54,9 @@ from actordispatch.interfaces import (
 
 _log = Logger()
 
+#: The statuses the error policy counts as a handler's failure.
+_FAILED = frozenset({"error", "timeout", "crashed"})
+
 #: Names of C{add_event_handler}'s own parameters and options (and
 #: C{fire_event}'s event), which therefore cannot be match keywords.
 RESERVED_KEYWORDS = frozenset(
@@ -886,7 +889,8 @@ class EventDispatcher:
             that is not hashable.
         """
         self._check_fired(keywords, "fire_event")
-        check_on_error(on_error, "fire_event(on_error=...)")
+        if on_error is not None:
+            check_on_error(on_error, "fire_event(on_error=...)")
         if not self._running:
             return fail(
                 NotRunningError(
@@ -1098,7 +1102,11 @@ class EventDispatcher:
                 keywords=delivery.keywords,
                 depth=delivery.depth,
             )
-            skip = self._skip_reason(delivery, registration)
+            skip = (
+                self._skip_reason(delivery, registration)
+                if registration.removed or self._aborting or delivery.halted
+                else None
+            )
             if skip is not None:
                 self._skip(run, slot, registration, invocation, skip)
             else:
@@ -1196,7 +1204,7 @@ class EventDispatcher:
                 f"vetoed by handler {result.handler_id} ({result.handler}) in "
                 f"phase {phase.name!r}: {result.veto}",
             )
-        elif result.status in ("error", "timeout", "crashed"):
+        elif result.status in _FAILED:
             policy = delivery.on_error or phase.on_error
             if policy == "abort" or (policy is None and self._skip_after_failure):
                 delivery.halted = (
@@ -1244,7 +1252,7 @@ class EventDispatcher:
                     self._settled, run, slot, registration, invocation
                 )
                 return
-            if result.status != "skipped":
+            if result.veto is not None or result.status in _FAILED:
                 result = self._judge(run, result)
             if registration is not None:
                 self._registry.settle(registration, result)
@@ -1318,4 +1326,5 @@ class EventDispatcher:
                 del self._chains[delivery.order_key]
         delivery.done.callback(DispatchResult(delivery.outcomes))
         self._pump()
-        self._maybe_drained()
+        if self._stopping is not None:
+            self._maybe_drained()

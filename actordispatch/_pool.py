@@ -812,9 +812,10 @@ class AmpoulePool:
             batch = []
             size = 0
             item: _Pending | _PendingCheck | None = head
+            quarantine = self._quarantine.any()
             while item is not None:
                 assert isinstance(item, _Pending)
-                blocked = self._blocked(item.invocation)
+                blocked = self._blocked(item.invocation) if quarantine else None
                 if blocked is not None:
                     item.done.callback(blocked)
                 else:
