@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -567,7 +569,10 @@ class FollowUpTests(RealChildrenTestCase):
         FollowUpError; one fired without waiting runs after its handler
         returned; with max_depth=0 follow-ups are refused.
         """
-        mark = self.mktemp()
+        # Not self.mktemp(): under pytest it makes its directory in the cwd.
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        mark = os.path.join(directory, "mark")
         d = self.dispatcher(allowed_match_spec_keywords=("kind",))
         yield d.start()
         yield d.add_event_handler(H + "ask", "during", kind="question")
