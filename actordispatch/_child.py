@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from actordispatch._commands import FireFollowUp
 from actordispatch._errors import ChildEndedError, ProtocolError
 from actordispatch._guarded import GuardedAMP
+from actordispatch._writethrough import write_now
 
 _log = Logger()
 
@@ -45,6 +46,8 @@ _log = Logger()
 CHILD_BOOTSTRAP = "from children.main import main; main()"
 #: The AMP child class the children run.
 CHILD_CLASS = "children.host.HandlerHost"
+#: The child's descriptor of the AMP pipe from the parent (ampoule's).
+TO_CHILD = 3
 #: The child's descriptor for the spool.
 SPOOL_FD = 5
 #: The reactor the children run.
@@ -147,6 +150,13 @@ class ChildConnector(AMPConnector):
 
     def connectionMade(self) -> None:
         self.amp.makeConnection(self)
+
+    def write(self, data: bytes) -> None:
+        # At once, not on the reactor's next turn (see _writethrough).
+        writer = self.transport.pipes.get(TO_CHILD)
+        if writer is None:
+            return  # the pipe is closed: the child is going
+        write_now(writer, data)
 
     def errReceived(self, data: bytes) -> None:
         room = self.output_cap - self.logged

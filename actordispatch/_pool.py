@@ -356,6 +356,7 @@ class AmpoulePool:
                 "max_reply_size": self.max_reply_size,
                 "sandbox": self.sandbox.to_child_config(os.getpid()),
                 "report_rss": self.max_rss is not None,
+                "write_through": True,
                 "preload": sorted(self._warm),
             },
             on_protocol_error=lambda message: self._protocol_error(holder[0], message),

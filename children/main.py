@@ -23,10 +23,15 @@ def main(argv: list[str] | None = None) -> None:
     one before it; any arguments before those are passed to the child class.
     The first of those, if any, is the child's JSON configuration: its
     C{"sandbox"} is applied before the reactor or any handler is imported, and
-    the child class gets the configuration with a C{"sandbox_report"} added.
+    the child class gets the configuration with a C{"sandbox_report"} added;
+    with C{"write_through"} set, what the child writes to the parent goes to
+    the pipe at once rather than on the reactor's next turn (see
+    L{actordispatch._writethrough}).  Without a configuration (an ampoule
+    child's bootstrap) nothing of that applies.
     """
     args = sys.argv[1:] if argv is None else argv
     *child_args, reactor_name, child_path = args
+    write_through = False
     if child_args:
         # First, before anything else is imported: the sandbox.
         config = json.loads(child_args[0])
@@ -35,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             from children.sandbox import apply_sandbox
 
             config["sandbox_report"] = apply_sandbox(requested)
+        write_through = bool(config.get("write_through"))
         child_args[0] = json.dumps(config)
 
     from twisted.application import reactors
@@ -57,7 +63,19 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.python import reflect
 
     child_class = reflect.namedAny(child_path)
-    stdio.StandardIO(  # type: ignore[call-arg]
+    channel_class = stdio.StandardIO
+    if write_through:
+        from actordispatch._writethrough import write_now
+
+        class WriteThroughIO(stdio.StandardIO):
+            # Answers go out at once, not on the reactor's next turn.
+            def write(self, data: bytes) -> None:
+                writer = getattr(self, "_writer", None)
+                if writer is not None:
+                    write_now(writer, data)
+
+        channel_class = WriteThroughIO
+    channel_class(  # type: ignore[call-arg]
         child_class(*child_args), FROM_PARENT, TO_PARENT
     )
     reactor.run()
