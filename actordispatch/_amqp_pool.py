@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from attrs import define
@@ -57,11 +58,11 @@ from actordispatch._amqp_wire import (
 )
 from actordispatch._codec import DEFAULT_MAX_REPLY_SIZE
 from actordispatch._errors import BrokerUnavailableError
-from actordispatch._invocation import Invocation
+from actordispatch._invocation import Invocation, Job, settle_when
 from actordispatch._match import MatchSpec
 from actordispatch._outcome_json import outcome_from_json
 from actordispatch._result import HandlerOutcome, Status
-from actordispatch.interfaces import IRoutedPool
+from actordispatch.interfaces import IJobPool, IRoutedPool
 
 __all__ = ["AMQPPool"]
 
@@ -90,7 +91,7 @@ class _Binding:
     arguments: dict[str, str]
 
 
-@implementer(IRoutedPool)
+@implementer(IRoutedPool, IJobPool)
 class AMQPPool:
     """
     Handlers that run on worker hosts reached through a RabbitMQ broker.
@@ -388,18 +389,17 @@ class AMQPPool:
             self._flush_call = self._reactor.callLater(0, self._flush)
         return done
 
-    def invoke_many(
-        self, invocations: list[Invocation]
-    ) -> list[Deferred[HandlerOutcome]]:
+    def submit(self, jobs: Sequence[Job]) -> None:
         """
         Publish a phase's invocations now, in one message per event and phase
-        (no wait for the end of the reactor's turn).
+        (no wait for the end of the reactor's turn), and settle each job when
+        its outcome comes.
         """
-        started = [self.invoke(invocation) for invocation in invocations]
+        for job in jobs:
+            settle_when(self.invoke(job.invocation), job)
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
             self._flush()
-        return started
 
     def _flush(self) -> None:
         self._flush_call = None

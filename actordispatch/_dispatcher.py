@@ -32,7 +32,7 @@ from actordispatch._errors import (
     NotRunningError,
     OverloadedError,
 )
-from actordispatch._invocation import Invocation
+from actordispatch._invocation import Invocation, Job, settle_when
 from actordispatch._match import MatchSpec, Operator
 from actordispatch._phase import Phase, check_on_error
 from actordispatch._pool import AmpoulePool
@@ -49,6 +49,7 @@ from actordispatch.interfaces import (
     IBackgroundUtility,
     IEventDispatcher,
     IHandlerPool,
+    IJobPool,
     IRoutedPool,
 )
 
@@ -56,6 +57,26 @@ _log = Logger()
 
 #: The statuses the error policy counts as a handler's failure.
 _FAILED = frozenset({"error", "timeout", "crashed"})
+
+#: The statuses a handler's C{retries} apply to.
+_RETRIED = frozenset({"timeout", "crashed"})
+
+#: Keyword value types that need no check beyond their type: hashable, and
+#: not a match operator.
+_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+
+
+def _submit_each(pool: IHandlerPool) -> Callable[[Sequence[Job]], None]:
+    """
+    How to hand jobs to a pool that answers each invocation with a Deferred.
+    """
+
+    def submit(jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            settle_when(pool.invoke(job.invocation), job)
+
+    return submit
+
 
 #: Names of C{add_event_handler}'s own parameters and options (and
 #: C{fire_event}'s event), which therefore cannot be match keywords.
@@ -105,15 +126,34 @@ class DispatcherStats:
 class _PhaseRun:
     """
     One phase of one event: the outcomes so far, by slot, and how many remain;
-    for a sequential phase, the invocations not sent yet.
+    for a sequential phase, the jobs not sent yet.
     """
 
+    dispatcher: EventDispatcher
     delivery: _Delivery
     phase: Phase
     slots: list[HandlerOutcome | None]
     remaining: int
-    attempts: dict[int, int] = field(factory=dict)
-    later: deque[tuple[int, Registration, Invocation]] = field(factory=deque)
+    later: deque[_Job] | None = None
+
+
+@define(eq=False)
+class _Job:
+    """
+    One invocation of a phase run, on its way to a pool: the L{Job} a pool
+    settles with its outcome (see L{IJobPool}).
+
+    @ivar attempts: retries so far.
+    """
+
+    invocation: Invocation
+    run: _PhaseRun
+    slot: int
+    registration: Registration
+    attempts: int = 0
+
+    def settle(self, outcome: HandlerOutcome) -> None:
+        self.run.dispatcher._settled(self, outcome)
 
 
 @define(eq=False)
@@ -291,6 +331,10 @@ class EventDispatcher:
             sandbox=sandbox or SandboxProfile(),
             reactor=reactor,
         )
+        #: per pool, how its jobs are handed over (see L{_submitter})
+        self._submit: dict[str, Callable[[Sequence[Job]], None]] = {
+            "default": self._submitter(self._pools["default"])
+        }
         self._take_follow_ups(self._pools["default"])
         self._registry = HandlerRegistry(self.phases, on_removed=self._unbind)
         self._checking: dict[int, Registration] = {}
@@ -377,6 +421,8 @@ class EventDispatcher:
         """
         self._check_keywords(keywords, what)
         for name, value in keywords.items():
+            if type(value) in _PLAIN_VALUES:
+                continue
             if isinstance(value, Operator):
                 raise ValueError(
                     f"{what}: keyword {name!r} is {value!r}, a match operator; "
@@ -653,6 +699,7 @@ class EventDispatcher:
         if not isinstance(name, str) or not name or name in self._pools:
             raise ValueError(f"pool name {name!r} is empty or taken")
         self._pools[name] = pool
+        self._submit[name] = self._submitter(pool)
         self._take_follow_ups(pool)
         if self._running:
             return self._ensure_pool(name)
@@ -674,6 +721,7 @@ class EventDispatcher:
             if registration.pool == name:
                 self._registry.remove(registration.handler_id)
         del self._pools[name]
+        del self._submit[name]
         for handler_id, registration in list(self._checking.items()):
             if registration.pool == name:
                 del self._checking[handler_id]
@@ -919,6 +967,17 @@ class EventDispatcher:
             return waiter
         return self._accept(data, keywords, on_error)
 
+    @staticmethod
+    def _submitter(pool: IHandlerPool) -> Callable[[Sequence[Job]], None]:
+        """
+        How a phase's jobs reach C{pool}: all together, settled by the pool
+        itself, when it is an L{IJobPool} (the local pool); else one
+        C{invoke} each, settled when its Deferred fires.
+        """
+        if IJobPool.providedBy(pool):
+            return cast(IJobPool, pool).submit
+        return _submit_each(pool)
+
     def _take_follow_ups(self, pool: IHandlerPool) -> None:
         # Pools whose children can fire follow-up events hand them here.
         set_follow_ups = getattr(pool, "set_follow_ups", None)
@@ -1083,7 +1142,7 @@ class EventDispatcher:
     def _start_phase(
         self, delivery: _Delivery, phase: Phase, planned: list[Registration]
     ) -> None:
-        run = _PhaseRun(delivery, phase, [None] * len(planned), len(planned))
+        run = _PhaseRun(self, delivery, phase, [None] * len(planned), len(planned))
         if self._trace:
             _log.debug(
                 "event {event} phase {phase}: starting {count} handler(s)",
@@ -1091,90 +1150,82 @@ class EventDispatcher:
                 phase=phase.name,
                 count=len(planned),
             )
-        items = []
+        name = phase.name
+        event = delivery.event
+        keywords = delivery.keywords
+        depth = delivery.depth
+        # Whether any of them may have to be skipped: rarely.
+        checking = self._aborting or delivery.halted is not None
+        jobs = []
         for slot, registration in enumerate(planned):
-            invocation = Invocation(
-                handler_id=registration.handler_id,
-                handler=registration.handler,
-                phase=phase.name,
-                event=delivery.event,
-                timeout=registration.timeout,
-                keywords=delivery.keywords,
-                depth=delivery.depth,
+            job = _Job(
+                Invocation(
+                    registration.handler_id,
+                    registration.handler,
+                    name,
+                    event,
+                    registration.timeout,
+                    keywords,
+                    depth,
+                ),
+                run,
+                slot,
+                registration,
             )
-            skip = (
-                self._skip_reason(delivery, registration)
-                if registration.removed or self._aborting or delivery.halted
-                else None
-            )
-            if skip is not None:
-                self._skip(run, slot, registration, invocation, skip)
-            else:
-                items.append((slot, registration, invocation))
-        if phase.sequential and len(items) > 1:
-            run.later.extend(items[1:])
-            del items[1:]
-        self._send(run, items)
+            if checking or registration.removed:
+                skip = self._skip_reason(delivery, registration)
+                if skip is not None:
+                    self._skip(job, skip)
+                    continue
+            jobs.append(job)
+        if phase.sequential and len(jobs) > 1:
+            run.later = deque(jobs[1:])
+            del jobs[1:]
+        if jobs:
+            self._send(jobs)
 
-    def _skip(
-        self,
-        run: _PhaseRun,
-        slot: int,
-        registration: Registration,
-        invocation: Invocation,
-        reason: tuple[str | None, str],
-    ) -> None:
+    def _skip(self, job: _Job, reason: tuple[str | None, str]) -> None:
+        registration = job.registration
         if not registration.removed:
             self._registry.release(registration)
         error_type, message = reason
-        self._settled(
-            invocation.outcome("skipped", error_type=error_type, error_message=message),
-            run,
-            slot,
-            None,
-            invocation,
+        self._record(
+            job.run,
+            job.slot,
+            job.invocation.outcome(
+                "skipped", error_type=error_type, error_message=message
+            ),
+            advance=False,
         )
 
-    def _send(
-        self, run: _PhaseRun, items: list[tuple[int, Registration, Invocation]]
-    ) -> None:
-        if len(items) == 1:
-            # The common case (one handler, or a sequential phase): no sorting
-            # by pool, no batching.
-            slot, registration, invocation = items[0]
-            self._pools[registration.pool].invoke(invocation).addBoth(
-                self._settled, run, slot, registration, invocation
-            )
+    def _send(self, jobs: list[_Job]) -> None:
+        """
+        Hand jobs to their pools: all of a phase's that go to one pool
+        together, so that the pool can batch them.
+        """
+        pool = jobs[0].registration.pool
+        if len(jobs) == 1 or all(job.registration.pool == pool for job in jobs):
+            self._submit[pool](jobs)
             return
-        sends: dict[str, list[tuple[int, Registration, Invocation]]] = {}
-        for item in items:
-            sends.setdefault(item[1].pool, []).append(item)
-        for name, chosen in sends.items():
-            pool = self._pools[name]
-            # Pools that can take a phase's invocations together batch them.
-            invoke_many = getattr(pool, "invoke_many", None)
-            started = (
-                invoke_many([invocation for _, _, invocation in chosen])
-                if callable(invoke_many) and len(chosen) > 1
-                else [pool.invoke(invocation) for _, _, invocation in chosen]
-            )
-            for (slot, registration, invocation), done in zip(
-                chosen, started, strict=True
-            ):
-                done.addBoth(self._settled, run, slot, registration, invocation)
+        by_pool: dict[str, list[_Job]] = {}
+        for job in jobs:
+            by_pool.setdefault(job.registration.pool, []).append(job)
+        for name, chosen in by_pool.items():
+            self._submit[name](chosen)
 
     def _advance(self, run: _PhaseRun) -> None:
         """
-        In a sequential phase, send the next invocation (skipping those that
-        must not run now).
+        In a sequential phase, send the next job (skipping those that must not
+        run now).
         """
-        while run.later:
-            slot, registration, invocation = run.later.popleft()
-            skip = self._skip_reason(run.delivery, registration)
+        later = run.later
+        while later:
+            job = later.popleft()
+            skip = self._skip_reason(run.delivery, job.registration)
             if skip is None:
-                self._send(run, [(slot, registration, invocation)])
+                self._send([job])
                 return
-            self._skip(run, slot, registration, invocation, skip)
+            self._skip(job, skip)
 
     def _judge(self, run: _PhaseRun, result: HandlerOutcome) -> HandlerOutcome:
         """
@@ -1215,98 +1266,85 @@ class EventDispatcher:
                 )
         return result
 
-    def _settled(
-        self,
-        result: HandlerOutcome | Failure,
-        run: _PhaseRun,
-        slot: int,
-        registration: Registration | None,
-        invocation: Invocation,
-    ) -> None:
+    def _settled(self, job: _Job, result: HandlerOutcome) -> None:
         """
-        Record one invocation's final outcome; when it is the phase's last, move
-        the event on to its next phase.  (One callback per invocation: this is
-        the hot path.)
+        A pool's final outcome for one job: retry it if it may be, judge it
+        (veto, error policy), count it, and record it.  (Once per invocation:
+        this is the hot path.)
         """
         try:
-            if isinstance(result, Failure):
-                result = self._pool_broke(result, invocation)
-            if (
-                registration is not None
-                and result.status in ("crashed", "timeout")
-                and run.attempts.get(slot, 0) < registration.retries
-                and not self._aborting
-                and registration.pool in self._pools
-            ):
-                run.attempts[slot] = run.attempts.get(slot, 0) + 1
-                _log.info(
-                    "handler {handler_id} {handler}: {status}, retry {attempt} of "
-                    "{retries}",
-                    handler_id=result.handler_id,
-                    handler=result.handler,
-                    status=result.status,
-                    attempt=run.attempts[slot],
-                    retries=registration.retries,
-                )
-                self._pools[registration.pool].invoke(invocation).addBoth(
-                    self._settled, run, slot, registration, invocation
-                )
-                return
-            if result.veto is not None or result.status in _FAILED:
-                result = self._judge(run, result)
-            if registration is not None:
-                self._registry.settle(registration, result)
-            if result.status != "ok":
-                _log.info(
-                    "handler {handler_id} {handler} in phase {phase}: {status} "
-                    "{error_type}: {error_message}",
-                    handler_id=result.handler_id,
-                    handler=result.handler,
-                    phase=result.phase,
-                    status=result.status,
-                    error_type=result.error_type,
-                    error_message=result.error_message,
-                )
-            run.slots[slot] = result
-            run.remaining -= 1
+            registration = job.registration
+            if result.status != "ok" or result.veto is not None:
+                if (
+                    result.status in _RETRIED
+                    and job.attempts < registration.retries
+                    and not self._aborting
+                    and registration.pool in self._pools
+                ):
+                    job.attempts += 1
+                    _log.info(
+                        "handler {handler_id} {handler}: {status}, retry "
+                        "{attempt} of {retries}",
+                        handler_id=result.handler_id,
+                        handler=result.handler,
+                        status=result.status,
+                        attempt=job.attempts,
+                        retries=registration.retries,
+                    )
+                    self._submit[registration.pool]((job,))
+                    return
+                result = self._judge(job.run, result)
+            self._registry.settle(registration, result)
+            self._record(job.run, job.slot, result, advance=True)
+        except Exception:
+            self._bug(Failure(), job.run.delivery)
+
+    def _record(
+        self, run: _PhaseRun, slot: int, result: HandlerOutcome, *, advance: bool
+    ) -> None:
+        """
+        Record one final outcome in its slot; when it is the phase's last, move
+        the event on to its next phase (in a sequential phase, C{advance}
+        sends the next job instead).
+        """
+        if result.status != "ok":
+            _log.info(
+                "handler {handler_id} {handler} in phase {phase}: {status} "
+                "{error_type}: {error_message}",
+                handler_id=result.handler_id,
+                handler=result.handler,
+                phase=result.phase,
+                status=result.status,
+                error_type=result.error_type,
+                error_message=result.error_message,
+            )
+        run.slots[slot] = result
+        run.remaining -= 1
+        if self._trace:
+            _log.debug(
+                "event {event} handler {handler_id} {handler} in phase {phase}: "
+                "{status} in {duration:.6f}s (pid {pid})",
+                event=run.delivery.number,
+                handler_id=result.handler_id,
+                handler=result.handler,
+                phase=result.phase,
+                status=result.status,
+                duration=result.duration,
+                pid=result.pid,
+            )
+        if advance and run.later:
+            self._advance(run)  # sequential: the next one, now this one ended
+        elif run.remaining == 0:
+            run.delivery.outcomes.extend(run.slots)  # type: ignore[arg-type]
             if self._trace:
                 _log.debug(
-                    "event {event} handler {handler_id} {handler} in phase {phase}: "
-                    "{status} in {duration:.6f}s (pid {pid})",
+                    "event {event} phase {phase} done: {ok}/{total} ok",
                     event=run.delivery.number,
-                    handler_id=result.handler_id,
-                    handler=result.handler,
                     phase=result.phase,
-                    status=result.status,
-                    duration=result.duration,
-                    pid=result.pid,
+                    ok=sum(1 for o in run.slots if o is not None and o.ok),
+                    total=len(run.slots),
                 )
-            if registration is not None and run.later:
-                self._advance(run)  # sequential: the next one, now this one ended
-            elif run.remaining == 0:
-                run.delivery.outcomes.extend(run.slots)  # type: ignore[arg-type]
-                if self._trace:
-                    _log.debug(
-                        "event {event} phase {phase} done: {ok}/{total} ok",
-                        event=run.delivery.number,
-                        phase=result.phase,
-                        ok=sum(1 for o in run.slots if o is not None and o.ok),
-                        total=len(run.slots),
-                    )
-                self._run_phase(run.delivery)
-        except Exception:
-            self._bug(Failure(), run.delivery)
-
-    def _pool_broke(self, reason: Failure, invocation: Invocation) -> HandlerOutcome:
-        # A pool must always answer with an outcome; if it failed instead, the
-        # invocation still gets one.
-        _log.failure("pool failed an invocation instead of answering", reason)
-        kind = reason.type
-        return invocation.outcome(
-            "crashed",
-            error_type=f"{kind.__module__}.{kind.__qualname__}",  # type: ignore[union-attr]
-            error_message=reason.getErrorMessage(),
-        )
+            self._run_phase(run.delivery)
 
     def _bug(self, reason: Failure, delivery: _Delivery) -> None:
         _log.failure("dispatcher bug while running an event", reason)

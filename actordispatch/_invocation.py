@@ -1,16 +1,23 @@
 """
-One handler to run for one event: the unit of work a pool receives.
+One handler to run for one event: the unit of work a pool receives
+(L{Invocation}), and the L{Job} that carries it to a pool that takes work
+together with where each outcome goes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import field, frozen
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from actordispatch._result import HandlerOutcome, Status
+
+_log = Logger()
 
 _NO_KEYWORDS: Mapping[str, Hashable] = MappingProxyType({})
 
@@ -84,3 +91,52 @@ class Invocation:
             duration=duration,
             pid=pid,
         )
+
+
+class Job(Protocol):
+    """
+    An invocation handed to a pool (see L{IJobPool}) with the place its outcome
+    goes: the pool calls C{settle} exactly once, with the final outcome.  No
+    Deferred per invocation: on the hot path, a Deferred made, called back and
+    run through its callbacks costs more than the rest of the pool's work for
+    that invocation.
+    """
+
+    @property
+    def invocation(self) -> Invocation:
+        """
+        What to run.
+        """
+
+    def settle(self, outcome: HandlerOutcome) -> None:
+        """
+        Take the invocation's final outcome (called once).
+        """
+
+
+def broken_outcome(invocation: Invocation, reason: Failure) -> HandlerOutcome:
+    """
+    The outcome of an invocation whose pool failed it instead of answering
+    with an outcome (a bug in the pool): C{"crashed"}, naming the failure.
+    """
+    kind = reason.type
+    return invocation.outcome(
+        "crashed",
+        error_type=f"{kind.__module__}.{kind.__qualname__}",  # type: ignore[union-attr]
+        error_message=reason.getErrorMessage(),
+    )
+
+
+def settle_when(done: Deferred[HandlerOutcome], job: Job) -> None:
+    """
+    Settle C{job} with the outcome C{done} fires with (a pool that answers with
+    Deferreds), or with a L{broken_outcome} if it fails instead.
+    """
+
+    def settled(result: HandlerOutcome | Failure) -> None:
+        if isinstance(result, Failure):
+            _log.failure("pool failed an invocation instead of answering", result)
+            result = broken_outcome(job.invocation, result)
+        job.settle(result)
+
+    done.addBoth(settled)

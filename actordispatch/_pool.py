@@ -66,13 +66,13 @@ from actordispatch._errors import (
     FollowUpError,
     HandlerImportError,
 )
-from actordispatch._invocation import Invocation
+from actordispatch._invocation import Invocation, Job
 from actordispatch._outcome_json import encode_dispatch_result
 from actordispatch._quarantine import Quarantine
 from actordispatch._result import HandlerOutcome, Status
 from actordispatch._sandbox import SandboxProfile, missing_layers
 from actordispatch._veto import MAX_VETO_REASON
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IJobPool
 
 __all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "child_environment"]
 
@@ -87,9 +87,17 @@ FollowUps = Callable[
 
 
 @define(eq=False)
-class _Pending:
+class _Waiting:
+    """
+    The job of an invocation given to L{AmpoulePool.invoke}: its outcome fires
+    a Deferred.
+    """
+
     invocation: Invocation
-    done: Deferred[HandlerOutcome]
+    done: Deferred[HandlerOutcome] = field(factory=Deferred)
+
+    def settle(self, outcome: HandlerOutcome) -> None:
+        self.done.callback(outcome)
 
 
 @define(eq=False)
@@ -103,7 +111,7 @@ class _PendingCheck:
 class _Batch:
     seq: int
     child: Child
-    items: list[_Pending]
+    items: list[Job]
     sent: float
     settled: bool = False
     #: when (reactor time) to look at the spool for an overrun, if unsettled
@@ -113,16 +121,26 @@ class _Batch:
 def _outcome_from_record(
     invocation: Invocation, record: dict[str, Any], pid: int | None
 ) -> HandlerOutcome:
+    # The hot path: one call per invocation; positional, no keyword parsing.
     duration = record.get("d")
-    if not isinstance(duration, (int, float)):
-        duration = 0.0
+    if type(duration) is not float:
+        duration = float(duration) if isinstance(duration, (int, float)) else 0.0
     if record.get("s") == "ok":
         veto = record.get("veto")
-        return invocation.ok(
+        if veto is not None:
+            veto = veto[:MAX_VETO_REASON] if isinstance(veto, str) else None
+        return HandlerOutcome(
+            invocation.handler_id,
+            invocation.handler,
+            invocation.phase,
+            "ok",
             record.get("v"),
-            duration=float(duration),
-            pid=pid,
-            veto=veto[:MAX_VETO_REASON] if isinstance(veto, str) else None,
+            None,
+            None,
+            None,
+            duration,
+            pid,
+            veto,
         )
 
     def text(key: str) -> str | None:
@@ -137,12 +155,12 @@ def _outcome_from_record(
         error_type=text("t"),
         error_message=text("m"),
         traceback=text("tb"),
-        duration=float(duration),
+        duration=duration,
         pid=pid,
     )
 
 
-@implementer(IHandlerPool)
+@implementer(IJobPool)
 @define(eq=False)
 class AmpoulePool:
     """
@@ -203,7 +221,7 @@ class AmpoulePool:
     _idle: deque[Child] = field(factory=deque, init=False)
     _spares: deque[Child] = field(factory=deque, init=False)
     _holding: int = field(default=0, init=False)
-    _queue: deque[_Pending | _PendingCheck] = field(factory=deque, init=False)
+    _queue: deque[Job | _PendingCheck] = field(factory=deque, init=False)
     _running: bool = field(default=False, init=False)
     _numbers: Any = field(factory=lambda: itertools.count(1), init=False)
     _seqs: Any = field(factory=lambda: itertools.count(1), init=False)
@@ -532,7 +550,7 @@ class AmpoulePool:
                     HandlerImportError(f"{message}: {item.name!r} was not checked")
                 )
             else:
-                item.done.callback(
+                item.settle(
                     item.invocation.outcome(
                         status, error_type=error_type, error_message=outcome_message
                     )
@@ -752,40 +770,41 @@ class AmpoulePool:
         """
         Run C{invocation} on some child; always fires with its outcome.
         """
-        blocked = self._blocked(invocation)
-        if blocked is not None:
-            return succeed(blocked)
-        done: Deferred[HandlerOutcome] = Deferred()
-        pending = _Pending(invocation, done)
-        if self._idle and not self._queue and not self._holding:
+        job = _Waiting(invocation)
+        self.submit((job,))
+        return job.done
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        """
+        Run each job's invocation (a phase's, handed over together) and settle
+        each job with its outcome.  When a child is idle and nothing waits, a
+        lone invocation goes to it at once; otherwise they are queued, then
+        shared out among the idle children in batches.
+        """
+        if (
+            len(jobs) == 1
+            and self._idle
+            and not self._queue
+            and not self._holding
+            and not self._quarantine.any()
+        ):
             # Idle: straight to the most recently idle child, alone.
-            self._send_batch(self._idle.pop(), [pending])
-        else:
-            self._queue.append(pending)
-            self._pump()
-        return done
-
-    def invoke_many(
-        self, invocations: Sequence[Invocation]
-    ) -> list[Deferred[HandlerOutcome]]:
-        """
-        Run several invocations (a phase's, handed over together), sharing
-        them out among the idle children in batches instead of sending the
-        first ones alone as they come.
-
-        @return: one Deferred per invocation, in order, as L{invoke} gives.
-        """
-        self._holding += 1
+            self._send_batch(self._idle.pop(), [jobs[0]])
+            return
+        quarantine = self._quarantine.any()
+        self._holding += 1  # what settling a refused job sets off waits too
         try:
-            started = [self.invoke(invocation) for invocation in invocations]
+            for job in jobs:
+                blocked = self._blocked(job.invocation) if quarantine else None
+                if blocked is None:
+                    self._queue.append(job)
+                else:
+                    job.settle(blocked)
         finally:
             self._holding -= 1
         self._pump()
-        return started
 
     def _blocked(self, invocation: Invocation) -> HandlerOutcome | None:
-        if not self._quarantine.any():
-            return None
         left = self._quarantine.remaining(invocation.handler)
         if left is None:
             return None
@@ -812,13 +831,13 @@ class AmpoulePool:
                 continue
             batch = []
             size = 0
-            item: _Pending | _PendingCheck | None = head
+            item: Job | _PendingCheck | None = head
             quarantine = self._quarantine.any()
             while item is not None:
-                assert isinstance(item, _Pending)
+                assert not isinstance(item, _PendingCheck)
                 blocked = self._blocked(item.invocation) if quarantine else None
                 if blocked is not None:
-                    item.done.callback(blocked)
+                    item.settle(blocked)
                 else:
                     batch.append(item)
                     size += len(item.invocation.event)
@@ -827,7 +846,7 @@ class AmpoulePool:
                     self._queue
                     and len(batch) < share
                     and size < self.max_batch_bytes
-                    and isinstance(self._queue[0], _Pending)
+                    and type(self._queue[0]) is not _PendingCheck
                 ):
                     item = self._queue.popleft()
             if batch:
@@ -876,7 +895,7 @@ class AmpoulePool:
         if child.work is check:
             self._done_with(child, None)
 
-    def _send_batch(self, child: Child, items: list[_Pending]) -> None:
+    def _send_batch(self, child: Child, items: list[Job]) -> None:
         batch = _Batch(next(self._seqs), child, items, monotonic())
         child.state = "busy"
         child.work = batch
@@ -891,7 +910,7 @@ class AmpoulePool:
             self._batch_answered, self._batch_failed, (batch,), errbackArgs=(batch,)
         )
 
-    def _timeout_of(self, item: _Pending) -> float:
+    def _timeout_of(self, item: Job) -> float:
         return item.invocation.timeout or self.default_timeout
 
     def _check_later(self, batch: _Batch, delay: float) -> None:
@@ -1011,7 +1030,7 @@ class AmpoulePool:
             except ValueError:
                 finished = []
         for pending, record in zip(batch.items, finished, strict=False):
-            pending.done.callback(_outcome_from_record(pending.invocation, record, pid))
+            pending.settle(_outcome_from_record(pending.invocation, record, pid))
         rest = batch.items[len(finished) :]
         if rest:
             running = rest[0]
@@ -1028,7 +1047,7 @@ class AmpoulePool:
             started = view.started if view.started is not None else batch.sent
             if finished:
                 started = view.records[len(finished) - 1][0]
-            running.done.callback(
+            running.settle(
                 running.invocation.outcome(
                     status,
                     error_type=error_type,
@@ -1042,7 +1061,7 @@ class AmpoulePool:
                 self._queue.extendleft(reversed(unstarted))
             else:
                 for pending in unstarted:
-                    pending.done.callback(
+                    pending.settle(
                         pending.invocation.outcome(
                             "skipped",
                             error_type=error_type,
@@ -1066,16 +1085,17 @@ class AmpoulePool:
         pid = child.pid
         # What these outcomes set off (next phases, next events) is queued
         # while they are delivered, then sent in batches by _done_with's pump.
+        escalated = self._quarantine.escalated()
+        warm = self._warm
         self._holding += 1
         try:
-            for pending, record in zip(batch.items, records, strict=False):
-                handler = pending.invocation.handler
-                self._quarantine.settle(handler)
-                if handler not in self._warm:
-                    self._proven(handler)
-                pending.done.callback(
-                    _outcome_from_record(pending.invocation, record, pid)
-                )
+            for job, record in zip(batch.items, records, strict=False):
+                invocation = job.invocation
+                if escalated:
+                    self._quarantine.settle(invocation.handler)
+                if invocation.handler not in warm:
+                    self._proven(invocation.handler)
+                job.settle(_outcome_from_record(invocation, record, pid))
         finally:
             self._holding -= 1
         unstarted = batch.items[len(records) :]
@@ -1131,7 +1151,7 @@ class AmpoulePool:
             batch.settled = True
             batch.check_at = None
             for pending in batch.items:
-                pending.done.callback(
+                pending.settle(
                     pending.invocation.outcome(
                         "error",
                         error_type=f"actordispatch.{type(value).__name__}",

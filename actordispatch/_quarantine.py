@@ -75,6 +75,13 @@ class Quarantine:
         del self._until[handler]
         return None
 
+    def escalated(self) -> bool:
+        """
+        Whether any handler has a quarantine delay to forget: when not,
+        L{settle} has nothing to do for anyone.
+        """
+        return bool(self._delay)
+
     def settle(self, handler: str) -> None:
         """
         Forget a handler's escalation once it has run a whole window without a

@@ -4,11 +4,13 @@ The zope.interface seams of actordispatch.
 L{IEventDispatcher} and L{IBackgroundUtility} are what applications program
 against (the names and shapes of the original C{twisted_event_dispatcher}).
 L{IHandlerPool} is where a phase's invocations go: the local ampoule pool is one
-implementation; tests use in-memory fakes.
+implementation; tests use in-memory fakes.  L{IJobPool} is the same seam
+without a Deferred per invocation, for pools on the hot path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
@@ -16,7 +18,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from actordispatch._invocation import Invocation
+    from actordispatch._invocation import Invocation, Job
     from actordispatch._result import DispatchResult, HandlerOutcome
 
 
@@ -143,6 +145,22 @@ class IHandlerPool(Interface):
 
         @return: a Deferred that always fires (never fails) with its
             C{HandlerOutcome}.
+        """
+
+
+class IJobPool(IHandlerPool):
+    """
+    A pool that takes a phase's invocations together, as L{Job}s, and settles
+    each job itself instead of answering each invocation with a Deferred: the
+    dispatcher's fast path (the local ampoule pool is one).  Having them all at
+    once, it can batch them.
+    """
+
+    def submit(jobs: Sequence[Job]) -> None:
+        """
+        Run each job's invocation and call its C{settle} exactly once with the
+        final C{HandlerOutcome} (it may be called before C{submit} returns, for
+        an invocation the pool refuses at once).  Never raises for a job.
         """
 
 

@@ -5,11 +5,13 @@ C{testing} module).
 L{FakePool} is an in-memory L{IHandlerPool}: no processes, and every invocation
 waits until the test answers it, so a test controls exactly when each handler of
 each phase finishes.  Pass it as C{EventDispatcher(..., pool=FakePool())}.
+L{FakeJobPool} is the same pool on the L{IJobPool} seam, the one the local
+ampoule pool uses: the dispatcher hands it jobs, which it settles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -17,10 +19,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from actordispatch._errors import HandlerImportError
-from actordispatch._invocation import Invocation
+from actordispatch._invocation import Invocation, Job
 from actordispatch._result import HandlerOutcome
 from actordispatch._veto import Veto
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IHandlerPool, IJobPool
 
 
 @define(eq=False)
@@ -130,3 +132,26 @@ class FakePool:
         The calls not answered yet, in the order they were sent.
         """
         return [call for call in self.calls if not call.answered]
+
+
+@implementer(IJobPool)
+@define(eq=False)
+class FakeJobPool(FakePool):
+    """
+    A L{FakePool} that takes jobs (L{IJobPool}): each job submitted is a
+    L{FakeCall} in L{calls}, and answering it settles the job.
+
+    @ivar submits: how many jobs each call of C{submit} handed over.
+    """
+
+    submits: list[int] = field(factory=list)
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        self.submits.append(len(jobs))
+        for job in jobs:
+            done: Deferred[HandlerOutcome] = Deferred()
+            done.addCallback(job.settle)
+            call = FakeCall(job.invocation, done)
+            self.calls.append(call)
+            if self.answer is not None:
+                self.answer(call)

@@ -241,7 +241,9 @@ async def paired_serial(
     sequential calls to the C{naive} pool, run in alternating blocks of
     L{PAIR_BLOCK} (which goes first alternates too, starting with C{first}).
     """
-    sides = [
+    sides: list[
+        tuple[Callable[[int], Deferred[Any]], Callable[[Any], None], list[float]]
+    ] = [
         (dispatcher_call(dispatcher), _check_dispatch, []),
         (naive_call(naive), _check_naive, []),
     ]

@@ -20,8 +20,13 @@ from actordispatch import (
     NotRunningError,
     OverloadedError,
 )
-from actordispatch.interfaces import IBackgroundUtility, IEventDispatcher, IHandlerPool
-from actordispatch.testing import FakeCall, FakePool
+from actordispatch.interfaces import (
+    IBackgroundUtility,
+    IEventDispatcher,
+    IHandlerPool,
+    IJobPool,
+)
+from actordispatch.testing import FakeCall, FakeJobPool, FakePool
 
 H = "tests.test_dispatcher:module_handler"
 
@@ -814,6 +819,130 @@ class PoolSeamTests(SynchronousTestCase):
             dispatcher.remove_pool("default")
         with self.assertRaises(KeyError):
             dispatcher.remove_pool("remote")
+
+
+class BrokenPool(FakePool):
+    """
+    A pool that breaks its contract: its Deferred fails instead of firing
+    with an outcome.
+    """
+
+    def invoke(self, invocation: Any) -> Any:
+        from twisted.internet.defer import fail
+
+        return fail(RuntimeError("pool bug"))
+
+
+class JobSeamTests(SynchronousTestCase):
+    """
+    Pools of the L{IJobPool} seam are handed a phase's jobs together and
+    settle them; other pools get one C{invoke} each.
+    """
+
+    def test_interface(self) -> None:
+        """
+        FakeJobPool and the local ampoule pool provide IJobPool (and so
+        IHandlerPool).
+        """
+        from actordispatch import AmpoulePool
+
+        self.assertTrue(verifyObject(IJobPool, FakeJobPool()))
+        self.assertTrue(verifyObject(IJobPool, AmpoulePool(reactor=Clock())))
+
+    def test_phase_submitted_together(self) -> None:
+        """
+        A phase's three handlers reach the job pool in one submit, the next
+        phase's in another; each job settled gives its outcome, in slot order.
+        """
+        pool = FakeJobPool()
+        dispatcher, _ = make(pool)
+        dispatcher.start()
+        ids = [
+            self.successResultOf(dispatcher.add_event_handler(h, "during"))
+            for h in (module_handler, other_handler, module_handler)
+        ]
+        after = self.successResultOf(dispatcher.add_event_handler(H, "after"))
+        d = dispatcher.fire_event({})
+        self.assertEqual(pool.submits, [3])
+        for call in reversed(pool.pending()):
+            call.succeed(call.invocation.handler_id)
+        self.assertEqual(pool.submits, [3, 1])
+        pool.pending()[0].succeed("last")
+        result = self.successResultOf(d)
+        self.assertEqual(
+            [(o.handler_id, o.value) for o in result.outcomes],
+            [*((i, i) for i in ids), (after, "last")],
+        )
+
+    def test_settled_inside_submit(self) -> None:
+        """
+        A pool may settle jobs before submit returns (a refusal, or an answer
+        at once): every event still gets its result, phases in order.
+        """
+        dispatcher, pool = make(FakeJobPool(answer=ok_all))
+        dispatcher.start()
+        for phase in ("before", "during", "after"):
+            self.successResultOf(dispatcher.add_event_handler(module_handler, phase))
+        results = [self.successResultOf(dispatcher.fire_event({})) for _ in range(3)]
+        for result in results:
+            self.assertEqual(
+                [o.phase for o in result.outcomes], ["before", "during", "after"]
+            )
+            self.assertTrue(result.ok)
+        self.assertEqual(dispatcher.stats().in_flight, 0)
+
+    def test_retry_resubmits_the_job(self) -> None:
+        """
+        A crashed job with retries left is submitted again, alone; its final
+        outcome is the last one.
+        """
+        dispatcher, pool = make(FakeJobPool())
+        dispatcher.start()
+        self.successResultOf(
+            dispatcher.add_event_handler(module_handler, "during", retries=1)
+        )
+        d = dispatcher.fire_event({})
+        pool.pending()[0].fail("crashed")
+        self.assertEqual(pool.submits, [1, 1])
+        pool.pending()[0].succeed("again")
+        self.assertEqual([o.value for o in self.successResultOf(d).outcomes], ["again"])
+
+    def test_two_pools_one_submit_each(self) -> None:
+        """
+        A phase whose handlers live in two job pools hands each pool its own
+        jobs, in one submit each.
+        """
+        local = FakeJobPool()
+        dispatcher, _ = make(local)
+        remote = FakeJobPool()
+        dispatcher.add_pool("remote", remote)
+        dispatcher.start()
+        for pool in ("default", "remote", "default"):
+            self.successResultOf(
+                dispatcher.add_event_handler(module_handler, "during", pool=pool)
+            )
+        d = dispatcher.fire_event({})
+        self.assertEqual((local.submits, remote.submits), ([2], [1]))
+        for call in local.pending() + remote.pending():
+            call.succeed()
+        self.assertEqual(len(self.successResultOf(d).outcomes), 3)
+
+    def test_broken_pool_still_gives_an_outcome(self) -> None:
+        """
+        A Deferred pool that fails an invocation instead of answering: the
+        invocation ends "crashed", naming the failure, and the failure is
+        logged, not left unhandled.
+        """
+        dispatcher, _ = make(BrokenPool())
+        dispatcher.start()
+        self.successResultOf(dispatcher.add_event_handler(module_handler, "during"))
+        result = self.successResultOf(dispatcher.fire_event({}))
+        (outcome,) = result.outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type, outcome.error_message),
+            ("crashed", "builtins.RuntimeError", "pool bug"),
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class IntrospectionTests(SynchronousTestCase):

@@ -37,7 +37,7 @@ from actordispatch import (
     NotRunningError,
     OverloadedError,
 )
-from actordispatch.testing import FakeCall, FakePool
+from actordispatch.testing import FakeCall, FakeJobPool, FakePool
 
 #: The match keywords, and the values specs and events use for them.
 KEYWORDS = ("kind", "user")
@@ -419,10 +419,13 @@ class DispatcherMachine(RuleBasedStateMachine):
        outcome per planned handler, in phase order then registration order.
     """
 
+    #: the pool's class: the Deferred seam or the job seam
+    pool_class: type[FakePool] = FakePool
+
     def __init__(self) -> None:
         super().__init__()
         self.dispatcher: EventDispatcher | None = None
-        self.pool = FakePool()
+        self.pool = self.pool_class()
         self.clock = Clock()
         self.model = DispatcherModel(PHASES, 1, None)
         self.fired = 0
@@ -768,6 +771,26 @@ class DispatcherModelTests(DispatcherMachine.TestCase):  # type: ignore[misc,val
         dispatcher agrees with the model: counters balance, every accepted event
         gets exactly one result with one outcome per handler it matched,
         max_calls and retries hold, and nothing is left after a final stop.
+        """
+        super().runTest()
+
+
+class JobPoolMachine(DispatcherMachine):
+    """
+    The same machine on a pool of the L{IJobPool} seam (the local pool's),
+    which the dispatcher hands jobs instead of invocations.
+    """
+
+    pool_class = FakeJobPool
+
+
+class JobPoolModelTests(JobPoolMachine.TestCase):  # type: ignore[misc,valid-type]
+    settings = DispatcherModelTests.settings
+
+    def runTest(self) -> None:
+        """
+        On a pool that takes jobs, the dispatcher agrees with the model under
+        any sequence of steps, as it does on a pool that answers Deferreds.
         """
         super().runTest()
 

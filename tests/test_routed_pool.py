@@ -12,6 +12,7 @@ from typing import Any
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -74,6 +75,21 @@ class RoutedPoolTests(SynchronousTestCase):
         The fake is a complete L{IRoutedPool}.
         """
         self.assertTrue(verifyObject(IRoutedPool, self.pool))
+
+    def test_amqp_pool_provides_the_interfaces(self) -> None:
+        """
+        The AMQP pool is an L{IRoutedPool} and takes a phase's jobs together
+        (L{IJobPool}), so that it publishes them at once.  (Made, not started:
+        no broker is needed.)
+        """
+        from actordispatch import AMQPPool
+        from actordispatch.interfaces import IJobPool
+
+        pool = AMQPPool(
+            "amqp://guest:guest@127.0.0.1:5672/", reactor=MemoryReactorClock()
+        )
+        self.assertTrue(verifyObject(IRoutedPool, pool))
+        self.assertTrue(verifyObject(IJobPool, pool))
 
     def test_live_once_bound(self) -> None:
         """
