@@ -5,9 +5,9 @@ A L{Child} is spawned with ampoule's conventions (C{AMPConnector} as the process
 protocol, AMP on descriptors 3 and 4, an C{AMPChild} subclass on the other side)
 plus two things of ours:
 
- - a I{spool}: an unlinked temporary file passed as descriptor 5, where the child
+ - a I{spool}: a memory file (C{memfd}) passed as descriptor 5, where the child
    notes when each batch and each invocation starts and what each finished
-   invocation returned (see L{children.host}).  The parent reads it only when it
+   invocation returned (see L{children.spool}).  The parent reads it only when it
    must: to time the invocation that is running now, and to keep the outcomes of
    the invocations that finished when the child dies mid-batch;
  - a hardened AMP connection, L{ChildAMP}: a child is not trusted, so boxes are
@@ -247,6 +247,9 @@ class Child:
         parse, or a header for another batch, count as nothing written.
         """
         data = os.pread(self.spool.fileno(), cap, 0)
+        written = data.find(b"\0")
+        if written >= 0:
+            data = data[:written]  # zeros: nothing was written there
         lines = data.split(b"\n")
         if len(lines) < 2:
             return SpoolView(None, [])
@@ -267,6 +270,18 @@ class Child:
         return SpoolView(started, records)
 
 
+def spool_file() -> IO[bytes]:
+    """
+    A new, empty spool: a memory file where there are memfds (the child maps
+    it), else an unlinked temporary file.
+    """
+    try:
+        fd = os.memfd_create("actordispatch-spool", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return tempfile.TemporaryFile(prefix="actordispatch-spool-")
+    return open(fd, "r+b", buffering=0)
+
+
 def spawn_child(
     reactor: Any,
     number: int,
@@ -282,7 +297,7 @@ def spawn_child(
     """
     Start one child process; it boots in the background.
     """
-    spool = tempfile.TemporaryFile(prefix="actordispatch-spool-")
+    spool = spool_file()
     protocol = ChildAMP(
         reactor,
         on_protocol_error,

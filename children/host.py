@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from functools import partial
-from time import monotonic, perf_counter
+from time import monotonic
 from typing import Any
 
 from ampoule.child import AMPChild
@@ -41,6 +41,7 @@ from actordispatch._commands import (
 from actordispatch._errors import BatchDecodingError, HandlerImportError
 from actordispatch._veto import Veto
 from children import followup
+from children.spool import SpoolWriter
 
 #: Longest traceback text sent back, in characters (the end is kept).
 MAX_TRACEBACK = 16 * 1024
@@ -109,6 +110,10 @@ def resident_memory() -> int | None:
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
+#: The record of an invocation whose handler returned C{None}, but for its
+#: duration (the same text L{encode_outcome_record} makes).
+_NONE_RECORD = '{"s":"ok","d":%r,"v":null}'
+
 #: Room kept in a batch's reply for one error record (capped message and
 #: traceback, plus framing).
 _ERROR_RECORD_ROOM = 4 * MAX_TRACEBACK + 1024
@@ -116,40 +121,34 @@ _ERROR_RECORD_ROOM = 4 * MAX_TRACEBACK + 1024
 
 class _BatchRun:
     """
-    One L{RunBatch} being served: its records so far, mirrored to the spool.
-
-    The spool is a file the parent handed over as a descriptor.  Before the batch
-    the child writes a header line C{"<seq> <monotonic start>"}, and after each
-    invocation a line C{"<monotonic end> <record>"}.  When the child dies or is
-    killed mid-batch, the parent reads it to keep the outcomes of the invocations
-    that finished, to name the one that was running, and to run the others
-    elsewhere; while the batch runs, it reads it to time each invocation from its
-    own start.
+    One L{RunBatch} being served: its records so far, mirrored to the spool
+    (see L{children.spool}) when it has one.
     """
 
     def __init__(
-        self, items: list[tuple[str, Any]], seq: int, spool_fd: int | None, room: int
+        self,
+        items: list[tuple[str, Any]],
+        seq: int,
+        spool: SpoolWriter | None,
+        room: int,
     ) -> None:
         self.items = items
         self.index = 0
         self.records: list[str] = []
         self._room = room
         self._used = 0
-        self._spool_fd = spool_fd
-        self._offset = 0
-        if spool_fd is not None:
-            header = b"%d %r\n" % (seq, monotonic())
-            os.ftruncate(spool_fd, 0)
-            os.pwrite(spool_fd, header, 0)
-            self._offset = len(header)
+        self._spool = spool
+        if spool is not None:
+            spool.start(seq, monotonic())
 
-    def add(self, record: str) -> None:
+    def add(self, record: str, end: float) -> None:
+        """
+        Keep the record of the invocation that ended at C{end} (monotonic).
+        """
         self.records.append(record)
         self._used += len(record) + 1
-        if self._spool_fd is not None:
-            line = b"%r %s\n" % (monotonic(), record.encode("utf-8"))
-            os.pwrite(self._spool_fd, line, self._offset)
-            self._offset += len(line)
+        if self._spool is not None:
+            self._spool.line(b"%r %s" % (end, record.encode("utf-8")))
 
     def has_room(self, result_cap: int) -> bool:
         """
@@ -178,7 +177,8 @@ class HandlerHost(AMPChild):
         self._max_reply_size = int(
             settings.get("max_reply_size", DEFAULT_MAX_REPLY_SIZE)
         )
-        self._spool_fd: int | None = settings.get("spool_fd")
+        spool_fd = settings.get("spool_fd")
+        self._spool = None if spool_fd is None else SpoolWriter(int(spool_fd))
         self._report_rss = bool(settings.get("report_rss", True))
         self._sandbox_report: dict[str, str] = settings.get("sandbox_report", {})
         for name in settings.get("preload", ()):
@@ -214,7 +214,7 @@ class HandlerHost(AMPChild):
             raise BatchDecodingError(f"{error_type_name(type(e))}: {e}") from None
         # A batch of one needs no spool: if the child dies, that one invocation
         # was the one running, and it started when the batch was sent.
-        spool = self._spool_fd if seq is not None and len(items) > 1 else None
+        spool = self._spool if seq is not None and len(items) > 1 else None
         run = _BatchRun(items, seq or 0, spool, self._max_reply_size)
         # Its handlers may fire follow-up events while it runs (one batch runs
         # at a time in a child: the parent sends the next after the answer).
@@ -242,20 +242,28 @@ class HandlerHost(AMPChild):
         the reply might outgrow its cap.
         """
         items = run.items
+        handlers = self._handlers
+        cap = self._max_result_size
         while run.index < len(items):
-            if run.index and not run.has_room(self._max_result_size):
+            if run.index and not run.has_room(cap):
                 break
             name, event = items[run.index]
             run.index += 1
-            started = perf_counter()
+            started = monotonic()
             try:
-                result = self._handler(name)(event)
+                handler = handlers.get(name)
+                if handler is None:
+                    handler = self._handler(name)
+                result = handler(event)
             except (Exception, SystemExit) as e:
-                run.add(self._error_record(started, Failure(e)))
+                run.add(self._error_record(started, Failure(e)), monotonic())
                 continue
-            if result is not None and (
-                isinstance(result, Deferred) or inspect.isawaitable(result)
-            ):
+            if result is None:
+                # What most handlers return: its record without the codec.
+                end = monotonic()
+                run.add(_NONE_RECORD % (end - started), end)
+                continue
+            if isinstance(result, Deferred) or inspect.isawaitable(result):
                 waiting: Deferred[Any] = (
                     result if isinstance(result, Deferred) else ensureDeferred(result)  # type: ignore[arg-type]
                 )
@@ -267,7 +275,8 @@ class HandlerHost(AMPChild):
                 if fired:
                     continue
                 return waiting.addCallback(lambda _: self._run_from(run))
-            run.add(self._ok_record(started, result))
+            record = self._ok_record(started, result)
+            run.add(record, monotonic())
         followup.install(None)
         answer: dict[str, Any] = {"records": join_records(run.records)}
         if self._report_rss:
@@ -278,20 +287,19 @@ class HandlerHost(AMPChild):
 
     def _settled(self, result: Any, started: float, run: _BatchRun) -> None:
         if isinstance(result, Failure):
-            run.add(self._error_record(started, result))
+            record = self._error_record(started, result)
         else:
-            run.add(self._ok_record(started, result))
+            record = self._ok_record(started, result)
+        run.add(record, monotonic())
 
     def _ok_record(self, started: float, value: Any) -> str:
         if isinstance(value, Veto):
-            return encode_outcome_record(
-                "ok", perf_counter() - started, veto=value.reason
-            )
+            return encode_outcome_record("ok", monotonic() - started, veto=value.reason)
         try:
             encoded = encode_value(value, what="result")
         except Exception as e:
             return self._error_record(started, Failure(e))
-        duration = perf_counter() - started
+        duration = monotonic() - started
         cap = self._max_result_size
         # UTF-8 takes 1 to 4 bytes a character: encode only when it matters.
         size = len(encoded)
@@ -311,7 +319,7 @@ class HandlerHost(AMPChild):
         return encode_outcome_record("ok", duration, value_json=encoded)
 
     def _error_record(self, started: float, failure: Failure) -> str:
-        duration = perf_counter() - started
+        duration = monotonic() - started
         return encode_outcome_record(
             "error",
             duration,
