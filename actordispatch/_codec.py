@@ -98,10 +98,20 @@ def _tag(value: Any, path: Path) -> Any:
     if kind is list:
         return [_tag(item, (path, "[{!r}]", i)) for i, item in enumerate(value)]
     if kind is dict:
-        if TAG not in value and all(type(key) is str for key in value):
-            return {
-                key: _tag(item, (path, "[{!r}]", key)) for key, item in value.items()
-            }
+        if TAG not in value:
+            plain: dict[str, Any] = {}
+            for key, item in value.items():
+                if type(key) is not str:
+                    break
+                # Plain values as they are: no call, no path (most of them).
+                of = type(item)
+                plain[key] = (
+                    item
+                    if of is str or of is int or of is bool or item is None
+                    else _tag(item, (path, "[{!r}]", key))
+                )
+            else:
+                return plain
         return {
             TAG: "dict",
             "items": [

@@ -936,7 +936,14 @@ class EventDispatcher:
         @raise ValueError: at once, for a keyword that is not allowed or a value
             that is not hashable.
         """
-        self._check_fired(keywords, "fire_event")
+        plain = self._keywords.issuperset(keywords)
+        if plain:
+            for value in keywords.values():
+                if type(value) not in _PLAIN_VALUES:
+                    plain = False
+                    break
+        if not plain:
+            self._check_fired(keywords, "fire_event")
         if on_error is not None:
             check_on_error(on_error, "fire_event(on_error=...)")
         if not self._running:
@@ -1075,19 +1082,18 @@ class EventDispatcher:
         Accept an event: plan it (which handlers of each phase it runs) and
         count it.
         """
+        plan = self._registry.plan(keywords, self._reactor.seconds)
+        self._accepted += 1
         delivery = _Delivery(
-            event=data,
-            keywords=keywords,
-            order_key=keywords.get(self._order_by)
-            if self._order_by and not depth
-            else None,
-            plan=self._registry.plan(keywords, self._reactor.seconds()),
-            done=Deferred(),
-            number=self._accepted + 1,
+            data,
+            keywords,
+            keywords.get(self._order_by) if self._order_by and not depth else None,
+            plan,
+            Deferred(),
+            number=self._accepted,
             on_error=on_error,
             depth=depth,
         )
-        self._accepted += 1
         if self._trace:
             _log.debug(
                 "event {event} (depth {depth}) accepted: {keywords}, {handlers} "
@@ -1117,13 +1123,16 @@ class EventDispatcher:
         """
         Start the current phase's handlers; move on when all settled.
         """
-        while delivery.phase_index < len(self._phase_specs):
-            phase = self._phase_specs[delivery.phase_index]
-            planned = delivery.plan[delivery.phase_index]
-            delivery.phase_index += 1
+        plan = delivery.plan
+        index = delivery.phase_index
+        while index < len(plan):
+            planned = plan[index]
+            index += 1
             if planned:
-                self._start_phase(delivery, phase, planned)
+                delivery.phase_index = index
+                self._start_phase(delivery, self._phase_specs[index - 1], planned)
                 return
+        delivery.phase_index = index
         self._finish(delivery)
 
     def _skip_reason(

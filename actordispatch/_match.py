@@ -26,7 +26,8 @@ This module is pure: no Twisted, no I/O.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterable, Mapping
+import operator
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -316,6 +317,21 @@ class MatchSpec:
         return tuple(shape), list(itertools.product(*choices)), tuple(residual)
 
 
+def _no_key(keywords: Any) -> tuple[()]:
+    return ()
+
+
+def _key_getter(shape: tuple[str, ...]) -> Callable[[Any], Any]:
+    """
+    What looks up a shape's key in an event's keywords (raising C{KeyError} for
+    one it lacks): the empty tuple for the empty shape, the value for a shape
+    of one keyword, the tuple of values for a longer one.
+    """
+    if not shape:
+        return _no_key
+    return operator.itemgetter(*shape)
+
+
 class RoutingIndex:
     """
     Handler ids indexed by match spec, answering "who matches these keywords?".
@@ -327,7 +343,9 @@ class RoutingIndex:
     """
 
     def __init__(self) -> None:
-        # shape -> values tuple -> {handler_id: None}; dicts keep insertion order
+        # shape -> key -> {handler_id: None}; dicts keep insertion order.  A
+        # key is the tuple of the shape's values, or the value itself for a
+        # shape of one keyword (what an itemgetter of the shape answers).
         self._by_shape: dict[
             tuple[str, ...], dict[tuple[Hashable, ...], dict[int, None]]
         ] = {}
@@ -339,6 +357,10 @@ class RoutingIndex:
                 dict[tuple[tuple[str, Any], ...], dict[int, None]],
             ],
         ] = {}
+        # (key getter, table) per shape of each kind, for match(): rebuilt
+        # when a shape comes or goes
+        self._plain_lookups: list[tuple[Callable[[Any], Any], dict[Any, Any]]] = []
+        self._checked_lookups: list[tuple[Callable[[Any], Any], dict[Any, Any]]] = []
 
     def __len__(self) -> int:
         plain = sum(
@@ -351,17 +373,32 @@ class RoutingIndex:
             for ids in groups.values()
         )
 
+    def _relist(self) -> None:
+        self._plain_lookups = [
+            (_key_getter(shape), table) for shape, table in self._by_shape.items()
+        ]
+        self._checked_lookups = [
+            (_key_getter(shape), table) for shape, table in self._checked.items()
+        ]
+
     def add(self, handler_id: int, spec: MatchSpec) -> None:
         """
         Index C{handler_id} under C{spec}.
         """
-        shape, keys, residual = spec._compiled()
+        shape, values, residual = spec._compiled()
+        keys: list[Any] = [v for (v,) in values] if len(shape) == 1 else list(values)
         if not residual:
-            table = self._by_shape.setdefault(shape, {})
+            table = self._by_shape.get(shape)
+            if table is None:
+                table = self._by_shape[shape] = {}
+                self._relist()
             for key in keys:
                 table.setdefault(key, {})[handler_id] = None
             return
-        checked = self._checked.setdefault(shape, {})
+        checked = self._checked.get(shape)
+        if checked is None:
+            checked = self._checked[shape] = {}
+            self._relist()
         for key in keys:
             checked.setdefault(key, {}).setdefault(residual, {})[handler_id] = None
 
@@ -370,7 +407,8 @@ class RoutingIndex:
         Forget C{handler_id}, dropping any table left empty so that removed
         handlers leave nothing behind.
         """
-        shape, keys, residual = spec._compiled()
+        shape, values, residual = spec._compiled()
+        keys: list[Any] = [v for (v,) in values] if len(shape) == 1 else list(values)
         if not residual:
             table = self._by_shape.get(shape)
             if table is None:
@@ -384,6 +422,7 @@ class RoutingIndex:
                     del table[key]
             if not table:
                 del self._by_shape[shape]
+                self._relist()
             return
         checked = self._checked.get(shape)
         if checked is None:
@@ -402,6 +441,7 @@ class RoutingIndex:
                     del checked[key]
         if not checked:
             del self._checked[shape]
+            self._relist()
 
     def match(self, keywords: Mapping[str, Hashable]) -> list[int]:
         """
@@ -411,20 +451,18 @@ class RoutingIndex:
         @raise TypeError: if a keyword value is not hashable.
         """
         found: list[int] = []
-        for shape, table in self._by_shape.items():
+        for key_of, table in self._plain_lookups:
             try:
-                key = tuple([keywords[name] for name in shape])
+                ids = table.get(key_of(keywords))
             except KeyError:
                 continue
-            ids = table.get(key)
             if ids:
                 found.extend(ids)
-        for shape, checked in self._checked.items():
+        for key_of, checked in self._checked_lookups:
             try:
-                key = tuple([keywords[name] for name in shape])
+                groups = checked.get(key_of(keywords))
             except KeyError:
                 continue
-            groups = checked.get(key)
             if not groups:
                 continue
             for residual, ids in groups.items():

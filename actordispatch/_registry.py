@@ -152,6 +152,8 @@ class HandlerRegistry:
     _ids: itertools.count[int] = field(factory=lambda: itertools.count(1))
     _by_id: dict[int, Registration] = field(factory=dict)
     _indexes: dict[str, RoutingIndex] = field(init=False)
+    #: the same, as (phase, index) pairs in phase order
+    _phase_indexes: list[tuple[str, RoutingIndex]] = field(init=False)
     #: how many live registrations have an C{expires_at}
     _expiring: int = field(default=0, init=False)
     #: per phase, how many live registrations have a priority other than 0
@@ -159,6 +161,7 @@ class HandlerRegistry:
 
     def __attrs_post_init__(self) -> None:
         self._indexes = {phase: RoutingIndex() for phase in self.phases}
+        self._phase_indexes = list(self._indexes.items())
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -242,11 +245,14 @@ class HandlerRegistry:
         return any(keyword in r.spec.shape for r in self._by_id.values())
 
     def plan(
-        self, keywords: Mapping[str, Hashable], now: float | None = None
+        self,
+        keywords: Mapping[str, Hashable],
+        now: float | Callable[[], float] | None = None,
     ) -> list[list[Registration]]:
         """
         The handlers an event fired with C{keywords} runs, per phase in order,
-        reserving one call of each.  When C{now} is given, a handler whose
+        reserving one call of each.  When C{now} is given (the time, or a clock
+        to read it from, read only if a handler expires), a handler whose
         C{expires_at} is not after it is removed instead (its timer may be
         late: the reactor was busy), so that it never runs past its time.
 
@@ -254,14 +260,19 @@ class HandlerRegistry:
         """
         planned = []
         expired: list[int] = []
-        for phase in self.phases:
-            index = self._indexes[phase]
-            chosen = [self._by_id[handler_id] for handler_id in index.match(keywords)]
+        by_id = self._by_id
+        if now is not None and self._expiring and callable(now):
+            now = now()
+        for phase, index in self._phase_indexes:
+            chosen = [by_id[handler_id] for handler_id in index.match(keywords)]
+            if not chosen:
+                planned.append(chosen)
+                continue
             if now is not None and self._expiring:
                 late = [
                     r
                     for r in chosen
-                    if r.expires_at is not None and r.expires_at <= now
+                    if r.expires_at is not None and r.expires_at <= now  # type: ignore[operator]
                 ]
                 if late:
                     expired += [r.handler_id for r in late]
@@ -270,7 +281,8 @@ class HandlerRegistry:
                 chosen.sort(key=run_order)
             for registration in chosen:
                 registration.reserved += 1
-                if registration.exhausted:
+                limit = registration.max_calls
+                if limit is not None and registration.reserved >= limit:
                     index.discard(registration.handler_id, registration.spec)
             planned.append(chosen)
         for handler_id in expired:
@@ -283,9 +295,10 @@ class HandlerRegistry:
         C{outcome} (for its counts and latency); forget the handler once all of
         its C{max_calls} have settled.
         """
-        if registration.durations is None:
-            registration.durations = deque(maxlen=1024)
-        registration.durations.append(outcome.duration)
+        durations = registration.durations
+        if durations is None:
+            durations = registration.durations = deque(maxlen=1024)
+        durations.append(outcome.duration)
         if outcome.status != "ok":
             registration.failures += 1
         registration.settled += 1
