@@ -22,7 +22,8 @@ _log = Logger()
 _NO_KEYWORDS: Mapping[str, Hashable] = MappingProxyType({})
 
 
-@frozen
+# Not slotted: one is made per invocation (see HandlerOutcome).
+@frozen(slots=False)
 class Invocation:
     """
     Run handler C{handler} (id C{handler_id}) of phase C{phase} on an event.
