@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from actordispatch._commands import FireFollowUp
 from actordispatch._errors import ChildEndedError, ProtocolError
 from actordispatch._guarded import GuardedAMP
-from actordispatch._writethrough import write_now
+from actordispatch._pipes import read_more, widen, write_now
 
 _log = Logger()
 
@@ -46,8 +46,9 @@ _log = Logger()
 CHILD_BOOTSTRAP = "from children.main import main; main()"
 #: The AMP child class the children run.
 CHILD_CLASS = "children.host.HandlerHost"
-#: The child's descriptor of the AMP pipe from the parent (ampoule's).
+#: The child's descriptors of the AMP pipes from and to the parent (ampoule's).
 TO_CHILD = 3
+FROM_CHILD = 4
 #: The child's descriptor for the spool.
 SPOOL_FD = 5
 #: The reactor the children run.
@@ -152,7 +153,7 @@ class ChildConnector(AMPConnector):
         self.amp.makeConnection(self)
 
     def write(self, data: bytes) -> None:
-        # At once, not on the reactor's next turn (see _writethrough).
+        # At once, not on the reactor's next turn (see _pipes).
         writer = self.transport.pipes.get(TO_CHILD)
         if writer is None:
             return  # the pipe is closed: the child is going
@@ -323,4 +324,11 @@ def spawn_child(
         childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r", SPOOL_FD: spool.fileno()},
     )
     process.closeStdin()
+    for fd in (TO_CHILD, FROM_CHILD):
+        pipe = process.pipes.get(fd)
+        if pipe is not None:
+            widen(pipe.fileno())
+    reply = process.pipes.get(FROM_CHILD)
+    if reply is not None:
+        read_more(reply)
     return Child(number, protocol, connector, process, spool, connector.finished)

@@ -374,7 +374,7 @@ class AmpoulePool:
                 "max_reply_size": self.max_reply_size,
                 "sandbox": self.sandbox.to_child_config(os.getpid()),
                 "report_rss": self.max_rss is not None,
-                "write_through": True,
+                "fast_pipes": True,
                 "preload": sorted(self._warm),
             },
             on_protocol_error=lambda message: self._protocol_error(holder[0], message),

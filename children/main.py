@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> None:
     The first of those, if any, is the child's JSON configuration: its
     C{"sandbox"} is applied before the reactor or any handler is imported, and
     the child class gets the configuration with a C{"sandbox_report"} added;
-    with C{"write_through"} set, what the child writes to the parent goes to
-    the pipe at once rather than on the reactor's next turn (see
-    L{actordispatch._writethrough}).  Without a configuration (an ampoule
-    child's bootstrap) nothing of that applies.
+    with C{"fast_pipes"} set, the AMP pipes are widened, read in large chunks
+    and written at once rather than on the reactor's next turn (see
+    L{actordispatch._pipes}).  Without a configuration (an ampoule child's
+    bootstrap) nothing of that applies.
     """
     args = sys.argv[1:] if argv is None else argv
     *child_args, reactor_name, child_path = args
-    write_through = False
+    fast_pipes = False
     if child_args:
         # First, before anything else is imported: the sandbox.
         config = json.loads(child_args[0])
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             from children.sandbox import apply_sandbox
 
             config["sandbox_report"] = apply_sandbox(requested)
-        write_through = bool(config.get("write_through"))
+        fast_pipes = bool(config.get("fast_pipes"))
         child_args[0] = json.dumps(config)
 
     from twisted.application import reactors
@@ -64,18 +64,24 @@ def main(argv: list[str] | None = None) -> None:
 
     child_class = reflect.namedAny(child_path)
     channel_class = stdio.StandardIO
-    if write_through:
-        from actordispatch._writethrough import write_now
+    if fast_pipes:
+        from actordispatch._pipes import read_more, widen, write_now
 
-        class WriteThroughIO(stdio.StandardIO):
+        class FastPipesIO(stdio.StandardIO):
             # Answers go out at once, not on the reactor's next turn.
             def write(self, data: bytes) -> None:
                 writer = getattr(self, "_writer", None)
                 if writer is not None:
                     write_now(writer, data)
 
-        channel_class = WriteThroughIO
-    channel_class(  # type: ignore[call-arg]
+        channel_class = FastPipesIO
+    channel = channel_class(  # type: ignore[call-arg]
         child_class(*child_args), FROM_PARENT, TO_PARENT
     )
+    if fast_pipes:
+        widen(FROM_PARENT)
+        widen(TO_PARENT)
+        reader = getattr(channel, "_reader", None)  # StandardIO's pipe reader
+        if reader is not None:
+            read_more(reader)
     reactor.run()
