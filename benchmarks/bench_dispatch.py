@@ -87,8 +87,10 @@ ROUTING_MATCHES = 10
 #: Events per block of the paired serial latency measurement.
 PAIR_BLOCK = 250
 
-#: Targets: the least speed-up over the naive pool, the most slow-downs allowed.
-TARGET_THROUGHPUT = 3.0
+#: Targets: the least speed-up over the naive pool (the speed issue's; the
+#: core issue asked 3x), its aim, the most slow-downs allowed.
+TARGET_THROUGHPUT = 5.0
+AIM_THROUGHPUT = 10.0
 TARGET_SERIAL_P50 = 1.3
 TARGET_ROUTING = 2.0
 
@@ -816,6 +818,12 @@ def report(options: Options, raw: dict[str, Any]) -> dict[str, Any]:
             "naive events/s",
             throughput,
             throughput >= TARGET_THROUGHPUT,
+        ),
+        (
+            f"max_in_flight={DISPATCHER_WINDOW} events/s >= {AIM_THROUGHPUT:g}x "
+            "naive events/s [aim]",
+            throughput,
+            throughput >= AIM_THROUGHPUT,
         ),
         (
             f"serial p50 <= {TARGET_SERIAL_P50:g}x naive sequential p50 (paired)",
