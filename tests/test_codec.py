@@ -17,8 +17,11 @@ import types
 from typing import Any, NamedTuple
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from actordispatch import _codec
 from actordispatch._codec import (
     DEFAULT_MAX_EVENT_SIZE,
     TAG,
@@ -757,3 +760,123 @@ class RecordTests(SynchronousTestCase):
             b'[{"__ad__": "tuple", "items": ["ok"]}]',
         ):
             self.assertRaises(ValueError, decode_records, data, 1)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """
+    C{a} and C{b} are the same JSON values, down to the types (C{1} is not
+    C{1.0}, C{-0.0} is not C{0.0}) and the order of keys; NaN matches NaN.
+    """
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _outcome(loads: Any, data: bytes | str) -> Any:
+    try:
+        return ("value", loads(data))
+    except Exception as e:
+        return ("error", type(e), str(e))
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+    | st.sampled_from(["\ud800", "a\udfffb", "\x00", "\u2028"]),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+#: Characters JSON is made of, so that random text is often nearly JSON.
+_JSONISH = '[]{}",:0123456789.eE+-\\u ntrulfaseNI'
+
+
+class FastDecodeTests(SynchronousTestCase):
+    """
+    Untagged JSON is decoded by msgspec when it can and by the standard library
+    when it cannot: either way the values, and the errors, are the standard
+    library's.
+    """
+
+    def test_msgspec_in_use(self) -> None:
+        """
+        msgspec is installed with the package, so the fast path is the one
+        these tests exercise.
+        """
+        self.assertIsNotNone(_codec.msgspec)
+        self.assertIsNot(_codec._loads, _codec._stdlib_loads)
+
+    @settings(max_examples=300, deadline=None)
+    @given(_json_values, st.booleans(), st.booleans())
+    def test_same_values_as_json(self, value: Any, ascii: bool, as_bytes: bool) -> None:
+        """
+        Whatever JSON the standard library writes (big integers, NaN and
+        Infinity, any text, escaped or not), the fast decoder reads the same
+        values from it, as text and as bytes.
+        """
+        text = json.dumps(value, ensure_ascii=ascii)
+        data: bytes | str = text.encode("utf-8", "surrogatepass") if as_bytes else text
+        expected = json.loads(data)
+        got = _codec._loads(data)
+        self.assertTrue(_same(got, expected), (data, got, expected))
+        self.assertTrue(_same(decode_result(data), expected))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=40) | st.text(alphabet=_JSONISH, max_size=30))
+    def test_same_outcome_on_any_input(self, data: bytes | str) -> None:
+        """
+        On arbitrary input, valid or not, the fast decoder gives the standard
+        library's value or raises the standard library's error.
+        """
+        self.assertEqual(
+            repr(_outcome(_codec._loads, data)), repr(_outcome(json.loads, data))
+        )
+
+    def test_edges(self) -> None:
+        """
+        The inputs where msgspec and the standard library part ways all come out
+        as the standard library has them.
+        """
+        for data in (
+            b"18446744073709551616",
+            b"-18446744073709551617",
+            b"1" * 5000,
+            b"1e400",
+            b"-1e400",
+            b"NaN",
+            b"[Infinity,-Infinity]",
+            b"-0",
+            b"-0.0",
+            b'{"a":1,"a":2}',
+            b'"\\ud800"',
+            b'"\xed\xa0\x80"',
+            b'"\xff"',
+            b"\xef\xbb\xbf[1]",
+            "[1]".encode("utf-16"),
+            b'"a\x01b"',
+            b"[1,]",
+            b"1 x",
+            b"",
+            b"[" * 100_000 + b"]" * 100_000,
+        ):
+            self.assertEqual(
+                repr(_outcome(_codec._loads, data)),
+                repr(_outcome(json.loads, data)),
+                data[:40],
+            )
