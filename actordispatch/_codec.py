@@ -228,9 +228,54 @@ def encode_value(value: Any, *, what: str = "event") -> str:
     return _encode(value, what).decode("utf-8")
 
 
+def _plain(value: Any) -> bool:
+    """
+    Whether C{value} is JSON as it is, nothing to tag: dicts (of text keys, none
+    of them the tag's), lists, text, integers, booleans, C{None} and finite
+    floats, of these very types.  Checking costs less than half of tagging,
+    which copies every container (a nested order of 2.4 KiB: 19 against 43 us).
+    """
+    kind = type(value)
+    if kind is dict:
+        if TAG in value:
+            return False
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            of = type(item)
+            if not (
+                of is str
+                or of is int
+                or of is bool
+                or item is None
+                or (math.isfinite(item) if of is float else _plain(item))
+            ):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            of = type(item)
+            if not (
+                of is str
+                or of is int
+                or of is bool
+                or item is None
+                or (math.isfinite(item) if of is float else _plain(item))
+            ):
+                return False
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    return kind is str or kind is int or kind is bool or value is None
+
+
 def _encode(value: Any, what: str) -> bytes:
     try:
-        return _dumps(_tag(value, what))
+        plain = _plain(value)
+    except RecursionError:
+        plain = False  # too deep, or circular: tagging says which
+    try:
+        return _dumps(value if plain else _tag(value, what))
     except EventEncodingError:
         raise
     except (ValueError, TypeError, RecursionError) as e:

@@ -880,3 +880,84 @@ class FastDecodeTests(SynchronousTestCase):
                 repr(_outcome(json.loads, data)),
                 data[:40],
             )
+
+
+_event_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**100), max_value=2**100)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+    | st.sampled_from(["\ud800", TAG])
+    | st.binary(max_size=4)
+    | st.just(datetime.date(2026, 12, 4)),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=6) | st.just(TAG), inner, max_size=4)
+        | st.dictionaries(st.integers(), inner, max_size=2)
+    ),
+    max_leaves=25,
+)
+
+
+class PlainFastPathTests(SynchronousTestCase):
+    """
+    An event that is JSON as it is goes to the encoder untagged; the bytes, and
+    the errors, are what tagging it first gives.
+    """
+
+    def _tagged_first(self, value: Any) -> Any:
+        try:
+            return ("bytes", _codec._dumps(_codec._tag(value, "event")))
+        except Exception as e:
+            return ("error", type(e).__name__)
+
+    def _encoded(self, value: Any) -> Any:
+        try:
+            return ("bytes", encode_event(value))
+        except EventEncodingError as e:
+            return ("error", type(e).__name__)
+
+    @settings(max_examples=400, deadline=None)
+    @given(_event_values)
+    def test_same_as_tagging(self, value: Any) -> None:
+        """
+        Whatever the value (plain JSON, big integers, NaN, lone surrogates,
+        the tag's own key, tuples, bytes, non-text keys), encoding it gives the
+        bytes tagging it first gives, or an encoding error where that fails.
+        """
+        self.assertEqual(self._encoded(value), self._tagged_first(value))
+
+    def test_plain(self) -> None:
+        """
+        Only JSON of the very JSON types, finite floats and keys that are text
+        but not the tag's, counts as plain.
+        """
+        for value in (None, 1, True, "x", 1.5, [], {}, {"a": [1, {"b": None}]}):
+            self.assertTrue(_codec._plain(value), value)
+        for value in (
+            float("nan"),
+            [float("inf")],
+            {"a": (1,)},
+            {TAG: 1},
+            {1: "a"},
+            [b"x"],
+            Color.RED,
+            {"a": [datetime.date(2026, 1, 1)]},
+        ):
+            self.assertFalse(_codec._plain(value), value)
+
+    def test_circular_and_deep(self) -> None:
+        """
+        A circular or too deep event is refused as it was before the plain
+        check, with an encoding error.
+        """
+        circular: list[Any] = []
+        circular.append(circular)
+        deep: Any = []
+        for _ in range(100_000):
+            deep = [deep]
+        for value in (circular, deep):
+            self.assertRaises(EventEncodingError, encode_event, value)
