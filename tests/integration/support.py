@@ -1,18 +1,29 @@
 """
 What several integration test modules share: a collector of a child process's
-output and exit, and throwaway certificate authorities for TLS tests.
+output and exit, a smoke run of a benchmark script, and throwaway certificate
+authorities for TLS tests.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, utils
+from twisted.trial.unittest import TestCase
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Collector(protocol.ProcessProtocol):
@@ -34,6 +45,33 @@ class Collector(protocol.ProcessProtocol):
         value = reason.value
         code = value.exitCode if value.exitCode is not None else -value.signal
         self.ended.callback(code)
+
+
+@defer.inlineCallbacks
+def run_quick(
+    case: TestCase, module: str, *, figures: bool = True
+) -> Generator[Any, Any, tuple[str, Any]]:
+    """
+    Run C{python -m <module> --quick} from the project root (so that its
+    children can import C{benchmarks}), with C{--json} into a directory C{case}
+    removes afterwards when C{figures}; fail C{case} unless it exits 0.
+
+    @return: a Deferred firing with its output and the figures it wrote
+        (C{None} without C{figures}).
+    """
+    args = ["-m", module, "--quick"]
+    path = None
+    if figures:
+        workdir = tempfile.mkdtemp()
+        case.addCleanup(shutil.rmtree, workdir)
+        path = Path(workdir) / "figures.json"
+        args += ["--json", str(path)]
+    out, err, code = yield utils.getProcessOutputAndValue(
+        sys.executable, args, env=dict(os.environ), path=str(ROOT)
+    )
+    text = out.decode()
+    case.assertEqual(code, 0, text[-3000:] + err.decode()[-2000:])
+    return text, None if path is None else json.loads(path.read_text())
 
 
 # --- throwaway certificates -------------------------------------------------------

@@ -7,19 +7,14 @@ benchmarks, never asserted in tests.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.integration.support import run_quick
 from tests.integration.test_amqp import BROKER_UP, NO_BROKER
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class AMQPBenchmarkSmokeTests(TestCase):
@@ -31,25 +26,13 @@ class AMQPBenchmarkSmokeTests(TestCase):
             raise SkipTest(NO_BROKER)
 
     @defer.inlineCallbacks
-    def run_quick(self, module: str) -> Any:
-        figures = Path(tempfile.mkdtemp()) / "figures.json"
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable,
-            ["-m", module, "--quick", "--json", str(figures)],
-            env=dict(os.environ),
-            path=str(ROOT),
-        )
-        self.assertEqual(code, 0, (out + err).decode()[-3000:])
-        return out.decode(), json.loads(figures.read_text())
-
-    @defer.inlineCallbacks
     def test_dispatch_through_rabbitmq(self) -> Any:
         """
         C{python -m benchmarks.bench_amqp --quick} measures the local pool and
         RabbitMQ with 1, 2 and 4 worker processes, each with positive figures,
         and prints the table against the local pool.
         """
-        text, figures = yield self.run_quick("benchmarks.bench_amqp")
+        text, figures = yield run_quick(self, "benchmarks.bench_amqp")
         self.assertEqual(
             sorted(figures),
             sorted(
@@ -68,7 +51,7 @@ class AMQPBenchmarkSmokeTests(TestCase):
         C{python -m benchmarks.amqp_clients --quick} measures pika's Twisted
         adapter (and aio-pika under the asyncio reactor, when installed).
         """
-        text, figures = yield self.run_quick("benchmarks.amqp_clients")
+        text, figures = yield run_quick(self, "benchmarks.amqp_clients")
         expected = ["pika"]
         if importlib.util.find_spec("aio_pika") is not None:
             expected.append("aio-pika")

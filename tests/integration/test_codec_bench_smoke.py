@@ -5,18 +5,12 @@ are not judged: speed is measured by benchmarks, never asserted in tests.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.support import run_quick
 
 
 class CodecBenchSmokeTests(TestCase):
@@ -31,20 +25,9 @@ class CodecBenchSmokeTests(TestCase):
         with) agreeing with it on every decode, and the codec's own steps timed
         against the standard library's.
         """
-        workdir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, workdir)
-        path = Path(workdir) / "codec.json"
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable,
-            ["-m", "benchmarks.bench_codec", "--quick", "--json", str(path)],
-            env=dict(os.environ),
-            path=str(ROOT),
-        )
-        self.assertEqual(code, 0, err.decode()[-2000:])
-        text = out.decode()
+        text, figures = yield run_quick(self, "benchmarks.bench_codec")
         self.assertIn("Libraries", text)
         self.assertIn("The codec as adopted", text)
-        figures = json.loads(path.read_text())
         self.assertEqual(figures["libraries"], ["json", "orjson", "msgspec"])
         shapes = {row["shape"] for row in figures["rows"]}
         self.assertEqual(

@@ -6,15 +6,12 @@ test; its figures (events/s) are never judged here.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.support import run_quick
 
 
 class SoakSmokeTests(TestCase):
@@ -27,14 +24,7 @@ class SoakSmokeTests(TestCase):
         returning oversized results and raising at random) exits 0, prints its
         ledger line with nothing lost or duplicated, and every check passes.
         """
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable,
-            ["-m", "benchmarks.soak", "--quick"],
-            env=dict(os.environ),
-            path=str(ROOT),
-        )
-        text = out.decode()
-        self.assertEqual(code, 0, text[-3000:] + err.decode()[-2000:])
+        text, _ = yield run_quick(self, "benchmarks.soak", figures=False)
         ledger = [line for line in text.splitlines() if line.startswith("ledger:")]
         self.assertEqual(len(ledger), 1, text)
         self.assertIn(" lost=0 duplicated=0", ledger[0])

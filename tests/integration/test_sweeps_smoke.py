@@ -5,15 +5,12 @@ judges its figures: speed is measured by the benchmark, never asserted in tests.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.support import run_quick
 
 
 class SweepsSmokeTests(TestCase):
@@ -25,14 +22,7 @@ class SweepsSmokeTests(TestCase):
         `python -m benchmarks.sweeps --quick` exits 0 and prints every sweep's
         table, the replacement, 1 MiB and routing figures, and the targets.
         """
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable,
-            ["-m", "benchmarks.sweeps", "--quick"],
-            env=dict(os.environ),
-            path=str(ROOT),
-        )
-        text = out.decode()
-        self.assertEqual(code, 0, err.decode()[-2000:])
+        text, _ = yield run_quick(self, "benchmarks.sweeps", figures=False)
         for heading in (
             "sweep: number of children",
             "sweep: payload size",
