@@ -239,34 +239,27 @@ def _plain(value: Any) -> bool:
     if kind is dict:
         if TAG in value:
             return False
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str:
                 return False
-            of = type(item)
-            if not (
-                of is str
-                or of is int
-                or of is bool
-                or item is None
-                or (math.isfinite(item) if of is float else _plain(item))
-            ):
-                return False
-        return True
-    if kind is list:
-        for item in value:
-            of = type(item)
-            if not (
-                of is str
-                or of is int
-                or of is bool
-                or item is None
-                or (math.isfinite(item) if of is float else _plain(item))
-            ):
-                return False
-        return True
-    if kind is float:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    elif kind is float:
         return math.isfinite(value)
-    return kind is str or kind is int or kind is bool or value is None
+    else:
+        return kind is str or kind is int or kind is bool or value is None
+    for item in items:
+        of = type(item)
+        if not (
+            of is str
+            or of is int
+            or of is bool
+            or item is None
+            or (math.isfinite(item) if of is float else _plain(item))
+        ):
+            return False
+    return True
 
 
 def _encode(value: Any, what: str) -> bytes:
