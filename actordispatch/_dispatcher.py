@@ -349,6 +349,10 @@ class EventDispatcher:
         self._in_flight = 0
         self._queued = 0
         self._drained: list[Deferred[None]] = []
+        #: what L{_step} does next: move an event to its next phase, or send a
+        #: sequential phase's next job
+        self._steps: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._stepping = False
 
     # --- configuration -----------------------------------------------------------
 
@@ -1121,6 +1125,39 @@ class EventDispatcher:
 
     def _run_phase(self, delivery: _Delivery) -> None:
         """
+        Start C{delivery}'s next phase that has handlers, or finish it: now,
+        or, when called while another event is being moved on (an outcome
+        that ends a phase can finish an event, which starts the next queued
+        one, whose handlers may all settle at once...), as soon as that is
+        done.  Moving events on is a loop, never a recursion, however many
+        events settle without a child.
+        """
+        self._steps.append((self._next_phase, delivery))
+        if not self._stepping:
+            self._step()
+
+    def _step(self) -> None:
+        """
+        Take the steps scheduled by L{_run_phase} and L{_record}, in order,
+        until none is left.
+        """
+        self._stepping = True
+        steps = self._steps
+        try:
+            while steps:
+                step, subject = steps.popleft()
+                try:
+                    step(subject)
+                except Exception:
+                    delivery = (
+                        subject.delivery if isinstance(subject, _PhaseRun) else subject
+                    )
+                    self._bug(Failure(), delivery)
+        finally:
+            self._stepping = False
+
+    def _next_phase(self, delivery: _Delivery) -> None:
+        """
         Start the current phase's handlers; move on when all settled.
         """
         plan = delivery.plan
@@ -1342,7 +1379,11 @@ class EventDispatcher:
                 pid=result.pid,
             )
         if advance and run.later:
-            self._advance(run)  # sequential: the next one, now this one ended
+            # Sequential: the next one, now this one ended (a step, as it may
+            # settle at once too).
+            self._steps.append((self._advance, run))
+            if not self._stepping:
+                self._step()
         elif run.remaining == 0:
             run.delivery.outcomes.extend(run.slots)  # type: ignore[arg-type]
             if self._trace:

@@ -93,6 +93,28 @@ class ScenarioTests(RealChildrenTestCase):
         self.assertGreaterEqual(result.outcomes[0].duration, 0.5)
 
     @defer.inlineCallbacks
+    def test_deep_queue_behind_a_running_event(self) -> Any:
+        """
+        Behind an event whose handler runs in a child, 20,000 queued events
+        that match no handler are all answered once it ends, the counters
+        hold, and the next event runs in a child again.
+        """
+        d = self.dispatcher(max_queue=None)
+        yield d.start()
+        yield d.add_event_handler(H + "slow", "during", user="slow")
+        first = d.fire_event({"seconds": 0.2}, user="slow")
+        rest = [d.fire_event({}, user="nobody") for _ in range(20_000)]
+        self.assertEqual(d.stats().queued, 20_000)
+        results = yield defer.gatherResults([first, *rest])
+        self.assertEqual(results[0].outcomes[0].status, "ok")
+        self.assertTrue(all(not r.outcomes for r in results[1:]))
+        stats = d.stats()
+        self.assertEqual((stats.in_flight, stats.queued), (0, 0))
+        self.assertEqual(stats.finished, stats.accepted)
+        again = yield d.fire_event({"seconds": 0}, user="slow")
+        self.assertTrue(again.ok, again)
+
+    @defer.inlineCallbacks
     def test_raising_handler(self) -> Any:
         """
         A raising handler gives an "error" outcome with the child's exception
