@@ -326,7 +326,8 @@ class IsolationTests(RealChildrenTestCase):
         """
         A child that replaces a dead one imports the pool's registered handlers
         while it boots: its first invocation of a handler whose module takes
-        0.5 s to import does not pay for the import.
+        2 s to import does not pay for the import (it takes under half of
+        that, a margin no busy machine closes).
         """
         d = self.dispatcher(pool_size=1, allowed_match_spec_keywords=("kind",))
         yield d.start()
@@ -340,7 +341,7 @@ class IsolationTests(RealChildrenTestCase):
         again = yield d.fire_event({}, kind="slow")
         self.assertTrue(again.ok, again.failures)
         self.assertNotEqual(again.outcomes[0].value, first.outcomes[0].value)
-        self.assertLess(again.outcomes[0].duration, 0.25)
+        self.assertLess(again.outcomes[0].duration, 1.0)
 
     @defer.inlineCallbacks
     def test_restart_with_fresh_children(self) -> Any:
