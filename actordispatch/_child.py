@@ -1,9 +1,10 @@
 """
 One child process, as the parent sees it.
 
-A L{Child} is spawned with ampoule's conventions (C{AMPConnector} as the process
-protocol, AMP on descriptors 3 and 4, an C{AMPChild} subclass on the other side)
-plus two things of ours:
+A L{Child} is spawned with ampoule's conventions (AMP on descriptors 3 and 4, an
+C{AMPChild} subclass on the other side; L{ChildConnector} is the process
+protocol, our own, so that the parent side never imports ampoule, whose modules
+import the global reactor) plus two things of ours:
 
  - a I{spool}: a memory file (C{memfd}) passed as descriptor 5, where the child
    notes when each batch and each invocation starts and what each finished
@@ -28,9 +29,9 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from ampoule.main import AMPConnector
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -137,14 +138,22 @@ class ChildAMP(GuardedAMP):
         super().connectionLost(Failure(ended))
 
 
-class ChildConnector(AMPConnector):
+class ChildConnector(ProcessProtocol):
     """
-    ampoule's process protocol, with the child's stdout and stderr relayed to the
-    log line by line, at most C{output_cap} bytes per batch (the rest counted).
+    The process protocol of a child: the transport of its L{ChildAMP} (AMP
+    written to the child's descriptor 3, read from its descriptor 4), with
+    the child's stdout and stderr relayed to the log line by line, at most
+    C{output_cap} bytes per batch (the rest counted).
+
+    @ivar finished: fires with the reason the process ended.
     """
 
+    disconnecting = False
+
     def __init__(self, proto: ChildAMP, name: int, output_cap: int) -> None:
-        super().__init__(proto, name)
+        self.amp = proto
+        self.name = name
+        self.finished: Deferred[Any] = Deferred()
         self.output_cap = output_cap
         self.logged = 0
         self.dropped = 0
@@ -158,6 +167,23 @@ class ChildConnector(AMPConnector):
         if writer is None:
             return  # the pipe is closed: the child is going
         write_now(writer, data)
+
+    def loseConnection(self) -> None:
+        self.transport.closeChildFD(TO_CHILD)
+        self.transport.closeChildFD(FROM_CHILD)
+        self.transport.loseConnection()
+
+    def getPeer(self) -> tuple[str, ...]:
+        return ("subprocess",)
+
+    def getHost(self) -> tuple[str, ...]:
+        return ("no host",)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == FROM_CHILD:
+            self.amp.dataReceived(data)
+        else:
+            self.errReceived(data)
 
     def errReceived(self, data: bytes) -> None:
         room = self.output_cap - self.logged
