@@ -163,15 +163,17 @@ class ChildConnector(ProcessProtocol):
 
     def write(self, data: bytes) -> None:
         # At once, not on the reactor's next turn (see _pipes).
-        writer = self.transport.pipes.get(TO_CHILD)
+        process: Any = self.transport
+        writer = process.pipes.get(TO_CHILD)
         if writer is None:
             return  # the pipe is closed: the child is going
         write_now(writer, data)
 
     def loseConnection(self) -> None:
-        self.transport.closeChildFD(TO_CHILD)
-        self.transport.closeChildFD(FROM_CHILD)
-        self.transport.loseConnection()
+        process: Any = self.transport
+        process.closeChildFD(TO_CHILD)
+        process.closeChildFD(FROM_CHILD)
+        process.loseConnection()
 
     def getPeer(self) -> tuple[str, ...]:
         return ("subprocess",)
