@@ -9,70 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor, utils
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
-from tests.integration.support import Collector
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.support import CLI, ROOT, ProcessTestCase, free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServiceTestCase(TestCase):
-    timeout = 60
-
-    def write_config(self, text: str) -> str:
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        path = Path(directory) / "dispatcher.toml"
-        path.write_text(text)
-        return str(path)
-
-    def spawn(self, *args: str) -> Collector:
-        collector = Collector()
-        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
-            collector,
-            sys.executable,
-            [sys.executable, *args],
-            env=dict(os.environ),
-            path=str(ROOT),
-        )
-
-        def kill() -> Any:
-            if not collector.ended.called:
-                transport.signalProcess("KILL")
-                return collector.ended
-
-        self.addCleanup(kill)
-        self.transport = transport
-        return collector
-
-    @defer.inlineCallbacks
-    def wait_for(self, collector: Collector, text: bytes, seconds: float = 20) -> Any:
-        deadline = time.monotonic() + seconds
-        while text not in collector.output:
-            if collector.ended.called or time.monotonic() > deadline:
-                self.fail(
-                    f"never saw {text!r}; output:\n{collector.output.decode()[-3000:]}"
-                )
-            yield deferLater(reactor, 0.05, lambda: None)
-
+class ServiceTestCase(ProcessTestCase):
     @defer.inlineCallbacks
     def run_and_stop(self, *args: str, metrics_port: int) -> Any:
         collector = self.spawn(*args)
@@ -147,7 +94,7 @@ class TwistTests(ServiceTestCase):
         path = self.good_config(port)
         return self.run_and_stop(
             "-c",
-            "import sys; from actordispatch._cli import main; sys.exit(main())",
+            CLI,
             "serve",
             "--config",
             path,
@@ -168,7 +115,7 @@ class TwistTests(ServiceTestCase):
             ("-m", "twisted", "actordispatch", "--config", path),
             (
                 "-c",
-                "import sys; from actordispatch._cli import main; sys.exit(main())",
+                CLI,
                 "serve",
                 "--config",
                 path,
@@ -224,15 +171,14 @@ endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
 endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
 """
         )
-        cli = "import sys; from actordispatch._cli import main; sys.exit(main())"
-        server = self.spawn("-c", cli, "serve", "--config", path)
+        server = self.spawn("-c", CLI, "serve", "--config", path)
         yield self.wait_for(server, b"dispatcher ready")
         connect = f"tcp:127.0.0.1:{amp_port}"
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
             [
                 "-c",
-                cli,
+                CLI,
                 "fire",
                 "--connect",
                 connect,
@@ -248,7 +194,7 @@ endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
         self.assertIn(b'{"hello": "world"}', out)
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
-            ["-c", cli, "handlers", "--connect", connect, "--json"],
+            ["-c", CLI, "handlers", "--connect", connect, "--json"],
             env=dict(os.environ),
             path=str(ROOT),
         )
