@@ -6,10 +6,16 @@ C{actordispatch serve}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    fail,
+    gatherResults,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,7 +24,14 @@ from actordispatch._config import ConfigError, ServiceConfig, pool_arguments
 from actordispatch._dispatcher import EventDispatcher
 from actordispatch._pool import AmpoulePool
 
+if TYPE_CHECKING:
+    from actordispatch._amqp_pool import AMQPPool
+
 _log = Logger()
+
+#: Seconds the service waits at start for an AMQP pool's first connection to
+#: its broker (C{[pools.NAME] start_timeout}), before it fails to start.
+AMQP_START_TIMEOUT = 30.0
 
 
 def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatcher:
@@ -43,6 +56,7 @@ def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
     arguments = dict(settings)
     url = arguments.pop("amqp")
     tls = arguments.pop("tls", None)
+    arguments.pop("start_timeout", None)  # the service's, not the pool's
     return AMQPPool(
         url,
         tls=None if tls is None else ClientTLS(**tls),
@@ -83,13 +97,14 @@ class DispatcherService(Service):
     def startService(self) -> None:
         super().startService()
         _log.info("starting the dispatcher from {source}", source=self.config.source)
-        started = self.dispatcher.start()
-        registered = [
-            self.dispatcher.add_event_handler(
-                entry.handler, entry.phase, **entry.options, **entry.match
-            ).addErrback(self._named, f"handlers[{index}].handler")
-            for index, entry in enumerate(self.config.handlers)
-        ]
+        # Handlers are registered once the pools have started and the brokers
+        # of those that need one are connected: binding a handler's queue
+        # needs the connection.
+        registered = (
+            self.dispatcher.start()
+            .addCallback(lambda _: self._brokers_connected())
+            .addCallback(lambda _: self._register())
+        )
         listening = [
             self._listen_amp(description).addErrback(
                 self._named, f"listen.endpoints[{index}]"
@@ -104,9 +119,47 @@ class DispatcherService(Service):
                     self.config.metrics_endpoint, metrics_site(self.dispatcher)
                 )
             )
-        steps: list[Deferred[Any]] = [started, *registered, *listening]
+        steps: list[Deferred[Any]] = [registered, *listening]
         everything: Deferred[Any] = gatherResults(steps, consumeErrors=True)
         everything.addCallbacks(self._ready, self._failed)
+
+    def _brokers_connected(self) -> Deferred[Any]:
+        # Wait for the first connection of each AMQP pool that configured
+        # handlers use, up to its start_timeout.
+        used = {entry.options.get("pool", "default") for entry in self.config.handlers}
+        pools = self.dispatcher.pools()
+        waiting = []
+        for name, settings in self.config.pools.items():
+            if "amqp" not in settings or name not in used:
+                continue
+            timeout = settings.get("start_timeout", AMQP_START_TIMEOUT)
+            pool = cast("AMQPPool", pools[name])
+            waiting.append(
+                pool.wait_connected(timeout).addErrback(
+                    self._unreachable, name, timeout
+                )
+            )
+        return gatherResults(waiting, consumeErrors=True)
+
+    def _unreachable(self, failure: Failure, name: str, timeout: float) -> Failure:
+        pool = cast("AMQPPool", self.dispatcher.pools()[name])
+        message = (
+            f"{self.config.source}: pools.{name}.amqp: no connection to the broker "
+            f"at {pool.address} within {timeout:g} s (pools.{name}.start_timeout): "
+            f"{pool.last_error}"
+        )
+        return Failure(ConfigError(message))
+
+    def _register(self) -> Deferred[Any]:
+        return gatherResults(
+            [
+                self.dispatcher.add_event_handler(
+                    entry.handler, entry.phase, **entry.options, **entry.match
+                ).addErrback(self._named, f"handlers[{index}].handler")
+                for index, entry in enumerate(self.config.handlers)
+            ],
+            consumeErrors=True,
+        )
 
     def _named(self, failure: Failure, key: str) -> Failure:
         # Name the file and the key, as for every other configuration error.
@@ -153,9 +206,9 @@ class DispatcherService(Service):
         self.ready.callback(None)
 
     def _failed(self, failure: Failure) -> None:
-        value = failure.value
-        first = getattr(value, "subFailure", None)
-        reason = first if first is not None else failure
+        reason = failure
+        while isinstance(reason.value, FirstError):
+            reason = reason.value.subFailure
         _log.critical(
             "dispatcher failed to start: {error}", error=reason.getErrorMessage()
         )
