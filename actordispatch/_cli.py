@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
+
+_log = Logger()
 
 DEMO_HANDLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("actordispatch.examples.user_created:validate_user", "before", {}),
@@ -99,6 +103,45 @@ def _log_to_stderr() -> None:
     )
 
 
+def _on_signals(reactor: Any, handle: Callable[[int], None]) -> None:
+    """
+    Once the reactor runs, call C{handle(number)} in the reactor's thread for
+    each SIGINT and SIGTERM, in place of Twisted's handlers (which stop the
+    reactor, and log a C{ReactorNotRunning} traceback for a second signal).
+    """
+
+    def received(number: int, frame: Any) -> None:
+        reactor.callFromThread(handle, number)
+
+    def install() -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, received)
+
+    reactor.callWhenRunning(install)
+
+
+def _signal_name(number: int) -> str:
+    return signal.Signals(number).name
+
+
+def _draining(service: Any) -> str:
+    """
+    What a drain of C{service} has to wait for, and how long at most.
+    """
+    stats = service.dispatcher.stats()
+    events = stats.in_flight + stats.queued
+    if not events:
+        return "no event in flight: stopping"
+    noun = "event" if events == 1 else "events"
+    timeout = service.config.dispatcher.get("drain_timeout")
+    bound = (
+        f"up to {timeout:g} s"
+        if timeout is not None
+        else "as long as they take (no [dispatcher] drain_timeout)"
+    )
+    return f"draining {events} {noun}, {bound}"
+
+
 async def _serve(reactor: Any, config_path: str) -> int:
     from actordispatch._config import ConfigError, load_config
     from actordispatch._service import DispatcherService
@@ -111,22 +154,63 @@ async def _serve(reactor: Any, config_path: str) -> int:
     _log_to_stderr()
     service = DispatcherService(config, reactor=reactor)
     finished: Deferred[int] = Deferred()
-
-    def failed(failure: Any) -> None:
-        print(f"actordispatch serve: {failure.getErrorMessage()}", file=sys.stderr)
-        service.stopService().addBoth(lambda _: finished.callback(1))
+    code = [0]
+    stopping: list[Deferred[None]] = []
+    signals: list[int] = []
 
     def stop() -> Deferred[None]:
-        # SIGTERM/SIGINT: drain, then let react() end.
-        stopping = service.stopService() if service.running else succeed(None)
+        # Drain once, whatever asks for it first; then let react() end.
+        if not stopping:
+            stopping.append(service.stopService() if service.running else succeed(None))
 
-        def stopped(_: object) -> None:
-            if not finished.called:
-                finished.callback(0)
+            def stopped(_: object) -> None:
+                if not finished.called:
+                    finished.callback(code[0])
 
-        return stopping.addBoth(stopped)
+            stopping[0].addBoth(stopped)
+        return stopping[0]
+
+    def failed(failure: Any) -> None:
+        if stopping:
+            return  # stopped before it was ready: nothing failed
+        print(f"actordispatch serve: {failure.getErrorMessage()}", file=sys.stderr)
+        code[0] = 1
+        stop()
+
+    def signalled(number: int) -> None:
+        # The first SIGINT or SIGTERM drains; the second stops at once.
+        signals.append(number)
+        name = _signal_name(number)
+        if len(signals) == 1:
+            again = (
+                "press Ctrl-C again"
+                if number == signal.SIGINT
+                else "send SIGTERM (or SIGINT) again"
+            )
+            _log.info(
+                "{signal}: {draining}; {again} to stop now",
+                signal=name,
+                draining=_draining(service),
+                again=again,
+            )
+            stop()
+        elif len(signals) == 2:
+            code[0] = 128 + number
+            stats = service.dispatcher.stats()
+            _log.warn(
+                "{signal} again: stopping now: killing what runs; the {events} "
+                "event(s) in flight end with their invocations aborted",
+                signal=name,
+                events=stats.in_flight + stats.queued,
+            )
+            stop()
+            service.stop_now()
+        else:
+            _log.info("{signal}: already stopping now", signal=name)
 
     service.ready.addErrback(failed)
+    # Signals are ours; another shutdown of the reactor still drains.
+    _on_signals(reactor, signalled)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     service.startService()
     return await finished
@@ -395,8 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run a dispatcher service from a TOML configuration until SIGTERM",
         description="Start the pools, register the configured handlers, listen on "
         "the configured endpoints (AMP for external processes, Prometheus metrics) "
-        "and run until SIGTERM or SIGINT, then let accepted events finish. Exit "
-        "codes: 0 stopped cleanly, 1 failed to start, 2 bad configuration.",
+        "and run until SIGTERM or SIGINT, then let accepted events finish; a "
+        "second signal stops at once (what runs is killed, and every event in "
+        "flight ends with its outcomes). Exit codes: 0 stopped cleanly, 1 failed "
+        "to start, 2 bad configuration, 128 + the signal's number stopped at "
+        "once (130: a second Ctrl-C).",
     )
     serve.add_argument(
         "--config", "-c", required=True, help="the TOML configuration file"

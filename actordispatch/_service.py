@@ -15,6 +15,8 @@ from twisted.internet.defer import (
     FirstError,
     fail,
     gatherResults,
+    maybeDeferred,
+    succeed,
 )
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -69,7 +71,8 @@ def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
 class DispatcherService(Service):
     """
     Starts the dispatcher and its pools with the application, registers the
-    configured handlers, listens where configured, and drains on shutdown.
+    configured handlers, listens where configured, and drains on shutdown
+    (L{stop_now} cuts the drain short).
 
     @ivar dispatcher: the L{EventDispatcher}.
     @ivar ready: fires once the handlers are registered and the endpoints
@@ -93,9 +96,15 @@ class DispatcherService(Service):
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
         self._on_failure = on_failure
+        self._stopping: Deferred[None] | None = None
+        self._stopped_waiters: list[Deferred[None]] = []
+        self._now = False
+        self._draining = False
 
     def startService(self) -> None:
         super().startService()
+        self._stopping = None
+        self._now = False
         _log.info("starting the dispatcher from {source}", source=self.config.source)
         # Handlers are registered once the pools have started and the brokers
         # of those that need one are connected: binding a handler's queue
@@ -209,6 +218,15 @@ class DispatcherService(Service):
         reason = failure
         while isinstance(reason.value, FirstError):
             reason = reason.value.subFailure
+        if not self.running:
+            # Stopped while it started: what failed is the stop's doing.
+            _log.info(
+                "the dispatcher stopped before it was ready: {error}",
+                error=reason.getErrorMessage(),
+            )
+            self.ready.errback(reason)
+            self.ready.addErrback(lambda _: None)
+            return
         _log.critical(
             "dispatcher failed to start: {error}", error=reason.getErrorMessage()
         )
@@ -218,9 +236,77 @@ class DispatcherService(Service):
             self._on_failure(reason)
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, drain the dispatcher while the AMP connections stay
+        open (a peer waiting for an event's outcomes gets them; an external
+        process serving handlers finishes what it runs), then close them.
+
+        @return: a Deferred firing once all that is done.
+        """
+        from actordispatch._external import AMPListener
+
         super().stopService()
         ports, self.ports = self.ports, []
-        closing = [port.stopListening() for port in ports]
-        d: Deferred[Any] = DeferredList(closing, consumeErrors=True)
-        d.addCallback(lambda _: self.dispatcher.stop())
-        return d
+        listeners = [port for port in ports if isinstance(port, AMPListener)]
+        closing = [
+            maybeDeferred(
+                port.port.stopListening
+                if isinstance(port, AMPListener)
+                else port.stopListening
+            )
+            for port in ports
+        ]
+
+        def disconnect(result: object) -> Deferred[Any]:
+            closed = DeferredList(
+                [listener.factory.disconnect_all() for listener in listeners],
+                consumeErrors=True,
+            )
+            return closed.addCallback(lambda _: result)
+
+        stopping: Deferred[Any] = DeferredList(closing, consumeErrors=True)
+        stopping.addCallback(lambda _: self._drain())
+        stopping.addBoth(disconnect)
+        self._stopping = stopping
+        stopping.addBoth(self._stopped)
+        return stopping
+
+    def _drain(self) -> Deferred[None]:
+        self._draining = True
+
+        def drained(result: object) -> object:
+            self._draining = False
+            return result
+
+        return self.dispatcher.stop(drain_timeout=0 if self._now else None).addBoth(
+            drained
+        )
+
+    def _stopped(self, result: object) -> object:
+        self._stopping = None
+        waiting, self._stopped_waiters = self._stopped_waiters, []
+        for waiter in waiting:
+            waiter.callback(None)
+        return result
+
+    def stop_now(self) -> Deferred[None]:
+        """
+        Stop at once, or cut short the drain that L{stopService} began: the
+        invocations still running are killed (outcome C{"timeout"}) and those
+        not started end C{"skipped"}, as when C{drain_timeout} passes, so that
+        every accepted event gets its outcomes now and a peer waiting for them
+        receives them; then the children stop and the connections close.
+
+        @return: a Deferred firing once stopped.
+        """
+        self._now = True
+        if self.running:
+            return self.stopService()
+        if self._stopping is None:
+            return succeed(None)  # stopped already, or never started
+        if self._draining:
+            # The dispatcher's own stop() reports any failure of it.
+            self.dispatcher.stop(drain_timeout=0).addErrback(lambda _: None)
+        waiter: Deferred[None] = Deferred()
+        self._stopped_waiters.append(waiter)
+        return waiter

@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """
+    Poll C{condition} every 50 ms, for at most C{seconds}.
+    """
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 class ProcessTestCase(TestCase):

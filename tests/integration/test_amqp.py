@@ -46,6 +46,7 @@ from tests.integration.support import (
     Collector,
     ProcessTestCase,
     free_port,
+    wait_until,
 )
 
 HOST, PORT = "127.0.0.1", 5672
@@ -81,17 +82,6 @@ def deferred_test(
         return defer.ensureDeferred(method(self))
 
     return run
-
-
-async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """
-    Poll C{condition} every 50 ms, for at most C{seconds}.
-    """
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Proxy(portforward.ProxyFactory):

@@ -1,8 +1,9 @@
 """
 The dispatcher as a service: under C{twist} and C{twistd -n}, and as
 C{actordispatch serve}, started from a TOML file and stopped by SIGTERM (which
-drains); configuration errors fail at start naming the file and the key; the
-metrics endpoint is scraped over loopback.
+drains; a second signal stops at once); configuration errors fail at start
+naming the file and the key; the metrics endpoint is scraped over loopback;
+C{actordispatch fire} against a service that stops, and interrupted.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor, utils
 from twisted.web.client import Agent, readBody
 
-from tests.integration.support import CLI, ROOT, ProcessTestCase, free_port
+from tests.integration.support import (
+    CLI,
+    ROOT,
+    ProcessTestCase,
+    free_port,
+    wait_until,
+)
 
 
 class ServiceTestCase(ProcessTestCase):
@@ -221,3 +229,88 @@ endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
         code = yield collector.ended
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: listen.endpoints[0]".encode(), collector.output)
+
+
+def _alive(pid: int) -> bool:
+    # Whether a process runs (a zombie does not).
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+class SignalTests(ServiceTestCase):
+    """
+    Signals to C{actordispatch serve} and C{actordispatch fire}, each in a
+    process (and session) of its own, with an event whose handler sleeps far
+    longer than the test may take.
+    """
+
+    @defer.inlineCallbacks
+    def slow_event(self, handler: str = "mark_then_sleep", seconds: float = 600) -> Any:
+        """
+        A service with one handler that records its child's pid in a file,
+        then sleeps C{seconds}; a C{fire} client waiting for that event's
+        outcomes, once the handler runs.
+
+        @return: a Deferred firing with the service's and the client's
+            collectors and the child's pid.
+        """
+        amp_port = free_port()
+        path = self.write_config(
+            f"""
+[dispatcher]
+keywords = ["kind"]
+drain_timeout = 60
+[pools.default]
+size = 1
+[[handlers]]
+handler = "tests.integration.handlers:{handler}"
+phase = "during"
+timeout = 120
+[listen]
+endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
+"""
+        )
+        server = self.spawn("-c", CLI, "serve", "--config", path)
+        yield self.wait_for(server, b"dispatcher ready")
+        mark = Path(path).parent / "mark"
+        event = json.dumps({"mark": str(mark), "seconds": seconds})
+        connect = f"tcp:127.0.0.1:{amp_port}"
+        client = self.spawn("-c", CLI, "fire", "--connect", connect, "--event", event)
+        yield defer.ensureDeferred(
+            wait_until(
+                lambda: mark.exists() and mark.read_text().endswith("\n"),
+                30,
+                "the handler to start in a child",
+            )
+        )
+        return server, client, int(mark.read_text().split()[0])
+
+    @defer.inlineCallbacks
+    def test_second_signal_stops_at_once(self) -> Any:
+        """
+        The first SIGINT to C{serve} logs what it drains and for how long and
+        how to stop at once; the second one stops at once: the handler's child
+        is killed, the waiting C{fire} client gets the event's outcome (the
+        invocation aborted, exit 1) rather than silence, and C{serve} exits
+        130 without a traceback.
+        """
+        server, client, child = yield self.slow_event()
+        server.transport.signalProcess("INT")
+        yield self.wait_for(
+            server, b"draining 1 event, up to 60 s; press Ctrl-C again to stop now"
+        )
+        server.transport.signalProcess("INT")
+        code = yield server.ended
+        self.assertEqual(code, 130, server.output.decode()[-3000:])
+        self.assertIn(b"SIGINT again: stopping now", server.output)
+        self.assertNotIn(b"Traceback", server.output)
+        self.assertEqual((yield client.ended), 1, client.output.decode())
+        self.assertIn(b"mark_then_sleep", client.output)
+        self.assertIn(b"timeout", client.output)
+        self.assertIn(b"actordispatch.Aborted", client.output)
+        yield defer.ensureDeferred(
+            wait_until(lambda: not _alive(child), 30, "the child to be gone")
+        )
