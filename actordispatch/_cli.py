@@ -16,12 +16,14 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 _log = Logger()
+
+_T = TypeVar("_T")
 
 DEMO_HANDLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("actordispatch.examples.user_created:validate_user", "before", {}),
@@ -348,7 +350,55 @@ async def _connect(reactor: Any, description: str) -> Any:
     return await connectProtocol(clientFromString(reactor, description), AMP())
 
 
+class _SignalError(Exception):
+    """
+    A SIGINT or SIGTERM came while a client command waited (its number).
+    """
+
+
+class _Interruptible:
+    """
+    A client command's waits, which the first SIGINT or SIGTERM cuts short
+    (so that the command can say what it was waiting for and end with 128 +
+    the signal's number, rather than being stopped with the reactor).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.number: int | None = None
+        self._waiting: Deferred[Any] | None = None
+        _on_signals(reactor, self._received)
+
+    def _received(self, number: int) -> None:
+        if self.number is None:
+            self.number = number
+            if self._waiting is not None:
+                self._waiting.cancel()
+
+    async def wait(self, waiting: Deferred[_T]) -> _T:
+        """
+        C{waiting}'s result.
+
+        @raise _SignalError: if a signal came first (C{waiting} is cancelled).
+        """
+        if self.number is not None:
+            waiting.cancel()
+            waiting.addErrback(lambda _: None)
+            raise _SignalError(self.number)
+        self._waiting = waiting
+        try:
+            return await waiting
+        except CancelledError:
+            if self.number is None:
+                raise
+            raise _SignalError(self.number) from None
+        finally:
+            self._waiting = None
+
+
 async def _fire(reactor: Any, args: Any, out: Any) -> int:
+    from twisted.internet.error import ConnectionClosed
+
+    from actordispatch._errors import NotRunningError
     from actordispatch._external import Fire
 
     try:
@@ -357,8 +407,17 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
     except ValueError as e:
         print(f"actordispatch fire: {e}", file=sys.stderr)
         return 2
+    waits = _Interruptible(reactor)
     try:
-        connection = await _connect(reactor, args.connect)
+        connection = await waits.wait(ensureDeferred(_connect(reactor, args.connect)))
+    except _SignalError as e:
+        number = int(e.args[0])
+        print(
+            f"actordispatch fire: interrupted ({_signal_name(number)}) while "
+            f"connecting to {args.connect}: the event was not fired",
+            file=sys.stderr,
+        )
+        return 128 + number
     except Exception as e:
         print(
             f"actordispatch fire: cannot connect to {args.connect}: {e}",
@@ -366,11 +425,36 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
         )
         return 2
     try:
-        answer = await connection.callRemote(
-            Fire,
-            event=json.dumps(event).encode("utf-8"),
-            keywords=json.dumps(keywords),
+        answer = await waits.wait(
+            connection.callRemote(
+                Fire,
+                event=json.dumps(event).encode("utf-8"),
+                keywords=json.dumps(keywords),
+            )
         )
+    except _SignalError as e:
+        number = int(e.args[0])
+        print(
+            f"actordispatch fire: interrupted ({_signal_name(number)}) while "
+            f"waiting for the outcomes; the event may still run on the service "
+            f"at {args.connect}",
+            file=sys.stderr,
+        )
+        return 128 + number
+    except ConnectionClosed as e:
+        print(
+            f"actordispatch fire: the service at {args.connect} went away before "
+            f"it answered ({e}); whether the event ran is unknown",
+            file=sys.stderr,
+        )
+        return 2
+    except NotRunningError:
+        print(
+            f"actordispatch fire: the service at {args.connect} is stopping: the "
+            "event was not accepted",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as e:
         print(f"actordispatch fire: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
@@ -493,7 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fire an event into a running service and print the outcomes",
         description="Connect to a service's AMP endpoint, fire EVENT (JSON) with the "
         "given key=value match keywords, and print one outcome per handler. Exit "
-        "codes: 0 all ok, 1 some outcome failed, 2 usage or connection error.",
+        "codes: 0 all ok, 1 some outcome failed, 2 usage or connection error (the "
+        "service unreachable, stopping, or gone before it answered), 130 "
+        "interrupted by Ctrl-C (the event may still run).",
     )
     fire.add_argument(
         "--connect", required=True, help="client endpoint, e.g. tcp:127.0.0.1:8750"

@@ -314,3 +314,32 @@ endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
         yield defer.ensureDeferred(
             wait_until(lambda: not _alive(child), 30, "the child to be gone")
         )
+
+    @defer.inlineCallbacks
+    def test_fire_when_the_service_goes_away(self) -> Any:
+        """
+        A C{fire} client whose service dies while it waits says so in one
+        line and exits 2.
+        """
+        server, client, _ = yield self.slow_event()
+        server.transport.signalProcess("KILL")
+        yield server.ended
+        self.assertEqual((yield client.ended), 2, client.output.decode())
+        self.assertIn(
+            b"actordispatch fire: the service at tcp:127.0.0.1:", client.output
+        )
+        self.assertIn(b"went away before it answered", client.output)
+        self.assertNotIn(b"Traceback", client.output)
+
+    @defer.inlineCallbacks
+    def test_interrupted_fire(self) -> Any:
+        """
+        SIGINT to a C{fire} client waiting for outcomes ends it with exit
+        status 130 and a line saying the event may still run.
+        """
+        server, client, _ = yield self.slow_event()
+        client.transport.signalProcess("INT")
+        self.assertEqual((yield client.ended), 130, client.output.decode())
+        self.assertIn(b"actordispatch fire: interrupted (SIGINT)", client.output)
+        self.assertIn(b"may still run", client.output)
+        self.assertNotIn(b"Traceback", client.output)
