@@ -316,6 +316,22 @@ endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
         )
 
     @defer.inlineCallbacks
+    def test_ctrl_c_reaches_the_children_too(self) -> Any:
+        """
+        Ctrl-C in a terminal sends SIGINT to the whole process group, the
+        children included; they ignore it, so that the drain it starts lets
+        a handler waiting on its child's reactor finish: its outcome is ok,
+        and C{serve} exits 0.
+        """
+        server, client, _ = yield self.slow_event("mark_then_wait", 3)
+        os.killpg(server.transport.pid, signal.SIGINT)
+        yield self.wait_for(server, b"SIGINT: draining 1 event")
+        self.assertEqual((yield server.ended), 0, server.output.decode()[-3000:])
+        self.assertEqual((yield client.ended), 0, client.output.decode())
+        self.assertIn(b"mark_then_wait", client.output)
+        self.assertIn(b" ok ", client.output)
+
+    @defer.inlineCallbacks
     def test_fire_when_the_service_goes_away(self) -> Any:
         """
         A C{fire} client whose service dies while it waits says so in one
