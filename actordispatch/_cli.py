@@ -163,14 +163,20 @@ async def _serve(reactor: Any, config_path: str) -> int:
     def stop() -> Deferred[None]:
         # Drain once, whatever asks for it first; then let react() end.
         if not stopping:
-            stopping.append(service.stopService() if service.running else succeed(None))
+            done: Deferred[None] = Deferred()
+            stopping.append(done)  # first: stopping may fail the start at once
 
             def stopped(_: object) -> None:
+                done.callback(None)
                 if not finished.called:
                     finished.callback(code[0])
 
-            stopping[0].addBoth(stopped)
-        return stopping[0]
+            (service.stopService() if service.running else succeed(None)).addBoth(
+                stopped
+            )
+        waiter: Deferred[None] = Deferred()
+        stopping[0].addBoth(lambda _: waiter.callback(None))
+        return waiter
 
     def failed(failure: Any) -> None:
         if stopping:

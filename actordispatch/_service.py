@@ -151,6 +151,8 @@ class DispatcherService(Service):
         return gatherResults(waiting, consumeErrors=True)
 
     def _unreachable(self, failure: Failure, name: str, timeout: float) -> Failure:
+        if not self.running:
+            return failure  # stopped while it waited: not a timeout
         pool = cast("AMQPPool", self.dispatcher.pools()[name])
         message = (
             f"{self.config.source}: pools.{name}.amqp: no connection to the broker "

@@ -526,7 +526,12 @@ class ServeTests(AMQPTestCase, ProcessTestCase):
 
     timeout = 90
 
-    def config(self, url: str, amp_port: int, pool: str = "") -> str:
+    def config(self, url: str, amp_port: int | None, pool: str = "") -> str:
+        listen = (
+            f'[listen]\nendpoints = ["tcp:{amp_port}:interface=127.0.0.1"]'
+            if amp_port is not None
+            else ""
+        )
         return self.write_config(
             f"""
 [dispatcher]
@@ -542,8 +547,7 @@ handler = "{HANDLERS}:echo"
 phase = "during"
 pool = "remote"
 match = {{ kind = "a" }}
-[listen]
-endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
+{listen}
 """
         )
 
@@ -602,6 +606,25 @@ endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
         )
         self.assertIn(b"within 1 s (pools.remote.start_timeout): ", server.output)
         self.assertIn(b"Connection refused", server.output)
+
+    @deferred_test
+    async def test_serve_interrupted_while_waiting_for_the_broker(self) -> None:
+        """
+        SIGINT while the service waits for its broker at start stops it
+        cleanly (exit 0), saying it stopped before it was ready, not that it
+        failed to start or that its start_timeout passed.
+        """
+        unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+        path = self.config(unreachable, None, "start_timeout = 600")
+        server = self.spawn("-c", CLI, "serve", "--config", path)
+        # A few attempts in, the local pool has booted: the service waits
+        # for the broker.
+        await self.wait_for(server, b"retrying in 1.6s")
+        server.transport.signalProcess("INT")
+        self.assertEqual(await server.ended, 0, server.output.decode()[-3000:])
+        self.assertIn(b"the dispatcher stopped before it was ready", server.output)
+        self.assertNotIn(b"within 600 s", server.output)
+        self.assertNotIn(b"actordispatch serve:", server.output)
 
 
 class NamespaceTests(AMQPTestCase):
