@@ -226,6 +226,7 @@ class BrokerLink:
         self._retry: Any = None
         self._delay = 0.1
         self._closed: Deferred[None] | None = None
+        self._up_waiters: list[Deferred[None]] = []
         _, twisted_connection = _pika()
         parameters = address.parameters()
         link = self
@@ -245,6 +246,26 @@ class BrokerLink:
         Whether a prepared connection is open now.
         """
         return self.connection is not None
+
+    def when_up(self) -> Deferred[None]:
+        """
+        Wait for a prepared connection: now, if one is open; else the next
+        one, after as many attempts as it takes.
+
+        @return: a Deferred firing then; cancelling it stops the wait (not the
+            attempts), and it fails with L{BrokerUnavailableError} if the link
+            is stopped first.
+        """
+        if self.connection is not None:
+            return succeed(None)
+
+        def cancel(waiter: Deferred[None]) -> None:
+            if waiter in self._up_waiters:
+                self._up_waiters.remove(waiter)
+
+        waiter: Deferred[None] = Deferred(cancel)
+        self._up_waiters.append(waiter)
+        return waiter
 
     def start(self) -> Deferred[bool]:
         """
@@ -268,6 +289,14 @@ class BrokerLink:
         @return: a Deferred firing once the connection is closed.
         """
         self._running = False
+        waiters, self._up_waiters = self._up_waiters, []
+        for waiter in waiters:
+            waiter.errback(
+                BrokerUnavailableError(
+                    f"{self._name} stopped before it connected to the broker at "
+                    f"{self.address}"
+                )
+            )
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
@@ -326,6 +355,9 @@ class BrokerLink:
             address=str(self.address),
         )
         self._report(True)
+        waiters, self._up_waiters = self._up_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _failed(self, reason: Failure) -> None:
         self._attempt = None

@@ -176,6 +176,14 @@ class AMQPPool:
         return self._channel is not None
 
     @property
+    def last_error(self) -> str:
+        """
+        Why the last connection attempt failed or the connection was lost
+        (C{"not connected yet"} before the first attempt ends).
+        """
+        return str(self._link.last_error)
+
+    @property
     def in_flight(self) -> int:
         """
         Invocations published and waiting for their outcomes.
@@ -217,6 +225,29 @@ class AMQPPool:
 
         self._started.addBoth(tell)
         return done
+
+    def wait_connected(self, timeout: float) -> Deferred[None]:
+        """
+        Wait, up to C{timeout} seconds, until the pool is connected and its
+        exchange declared (now, if it is): across as many attempts as that
+        takes.  Registrations on a pool that is not connected fail at once;
+        this is for a program that would rather wait for its broker at start.
+
+        @return: a Deferred firing once connected, or failing with
+            L{BrokerUnavailableError} (saying why the last attempt failed)
+            when C{timeout} passes first.  The pool keeps trying either way.
+        """
+        waiting = self._link.when_up()
+
+        def gave_up(result: object, seconds: float) -> Failure:
+            return Failure(
+                BrokerUnavailableError(
+                    f"no connection to the broker at {self.address} within "
+                    f"{seconds:g} s: {self.last_error}"
+                )
+            )
+
+        return waiting.addTimeout(timeout, self._reactor, onTimeoutCancel=gave_up)
 
     def stop(self) -> Deferred[None]:
         """

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
+
+_log = Logger()
+
+_T = TypeVar("_T")
 
 DEMO_HANDLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("actordispatch.examples.user_created:validate_user", "before", {}),
@@ -99,6 +105,45 @@ def _log_to_stderr() -> None:
     )
 
 
+def _on_signals(reactor: Any, handle: Callable[[int], None]) -> None:
+    """
+    Once the reactor runs, call C{handle(number)} in the reactor's thread for
+    each SIGINT and SIGTERM, in place of Twisted's handlers (which stop the
+    reactor, and log a C{ReactorNotRunning} traceback for a second signal).
+    """
+
+    def received(number: int, frame: Any) -> None:
+        reactor.callFromThread(handle, number)
+
+    def install() -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, received)
+
+    reactor.callWhenRunning(install)
+
+
+def _signal_name(number: int) -> str:
+    return signal.Signals(number).name
+
+
+def _draining(service: Any) -> str:
+    """
+    What a drain of C{service} has to wait for, and how long at most.
+    """
+    stats = service.dispatcher.stats()
+    events = stats.in_flight + stats.queued
+    if not events:
+        return "no event in flight: stopping"
+    noun = "event" if events == 1 else "events"
+    timeout = service.config.dispatcher.get("drain_timeout")
+    bound = (
+        f"up to {timeout:g} s"
+        if timeout is not None
+        else "as long as they take (no [dispatcher] drain_timeout)"
+    )
+    return f"draining {events} {noun}, {bound}"
+
+
 async def _serve(reactor: Any, config_path: str) -> int:
     from actordispatch._config import ConfigError, load_config
     from actordispatch._service import DispatcherService
@@ -111,22 +156,69 @@ async def _serve(reactor: Any, config_path: str) -> int:
     _log_to_stderr()
     service = DispatcherService(config, reactor=reactor)
     finished: Deferred[int] = Deferred()
-
-    def failed(failure: Any) -> None:
-        print(f"actordispatch serve: {failure.getErrorMessage()}", file=sys.stderr)
-        service.stopService().addBoth(lambda _: finished.callback(1))
+    code = [0]
+    stopping: list[Deferred[None]] = []
+    signals: list[int] = []
 
     def stop() -> Deferred[None]:
-        # SIGTERM/SIGINT: drain, then let react() end.
-        stopping = service.stopService() if service.running else succeed(None)
+        # Drain once, whatever asks for it first; then let react() end.
+        if not stopping:
+            done: Deferred[None] = Deferred()
+            stopping.append(done)  # first: stopping may fail the start at once
 
-        def stopped(_: object) -> None:
-            if not finished.called:
-                finished.callback(0)
+            def stopped(_: object) -> None:
+                done.callback(None)
+                if not finished.called:
+                    finished.callback(code[0])
 
-        return stopping.addBoth(stopped)
+            (service.stopService() if service.running else succeed(None)).addBoth(
+                stopped
+            )
+        waiter: Deferred[None] = Deferred()
+        stopping[0].addBoth(lambda _: waiter.callback(None))
+        return waiter
+
+    def failed(failure: Any) -> None:
+        if stopping:
+            return  # stopped before it was ready: nothing failed
+        print(f"actordispatch serve: {failure.getErrorMessage()}", file=sys.stderr)
+        code[0] = 1
+        stop()
+
+    def signalled(number: int) -> None:
+        # The first SIGINT or SIGTERM drains; the second stops at once.
+        signals.append(number)
+        name = _signal_name(number)
+        if len(signals) == 1:
+            again = (
+                "press Ctrl-C again"
+                if number == signal.SIGINT
+                else "send SIGTERM (or SIGINT) again"
+            )
+            _log.info(
+                "{signal}: {draining}; {again} to stop now",
+                signal=name,
+                draining=_draining(service),
+                again=again,
+            )
+            stop()
+        elif len(signals) == 2:
+            code[0] = 128 + number
+            stats = service.dispatcher.stats()
+            _log.warn(
+                "{signal} again: stopping now: killing what runs; the {events} "
+                "event(s) in flight end with their invocations aborted",
+                signal=name,
+                events=stats.in_flight + stats.queued,
+            )
+            stop()
+            service.stop_now()
+        else:
+            _log.info("{signal}: already stopping now", signal=name)
 
     service.ready.addErrback(failed)
+    # Signals are ours; another shutdown of the reactor still drains.
+    _on_signals(reactor, signalled)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     service.startService()
     return await finished
@@ -264,7 +356,55 @@ async def _connect(reactor: Any, description: str) -> Any:
     return await connectProtocol(clientFromString(reactor, description), AMP())
 
 
+class _SignalError(Exception):
+    """
+    A SIGINT or SIGTERM came while a client command waited (its number).
+    """
+
+
+class _Interruptible:
+    """
+    A client command's waits, which the first SIGINT or SIGTERM cuts short
+    (so that the command can say what it was waiting for and end with 128 +
+    the signal's number, rather than being stopped with the reactor).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.number: int | None = None
+        self._waiting: Deferred[Any] | None = None
+        _on_signals(reactor, self._received)
+
+    def _received(self, number: int) -> None:
+        if self.number is None:
+            self.number = number
+            if self._waiting is not None:
+                self._waiting.cancel()
+
+    async def wait(self, waiting: Deferred[_T]) -> _T:
+        """
+        C{waiting}'s result.
+
+        @raise _SignalError: if a signal came first (C{waiting} is cancelled).
+        """
+        if self.number is not None:
+            waiting.cancel()
+            waiting.addErrback(lambda _: None)
+            raise _SignalError(self.number)
+        self._waiting = waiting
+        try:
+            return await waiting
+        except CancelledError:
+            if self.number is None:
+                raise
+            raise _SignalError(self.number) from None
+        finally:
+            self._waiting = None
+
+
 async def _fire(reactor: Any, args: Any, out: Any) -> int:
+    from twisted.internet.error import ConnectionClosed
+
+    from actordispatch._errors import NotRunningError
     from actordispatch._external import Fire
 
     try:
@@ -273,8 +413,17 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
     except ValueError as e:
         print(f"actordispatch fire: {e}", file=sys.stderr)
         return 2
+    waits = _Interruptible(reactor)
     try:
-        connection = await _connect(reactor, args.connect)
+        connection = await waits.wait(ensureDeferred(_connect(reactor, args.connect)))
+    except _SignalError as e:
+        number = int(e.args[0])
+        print(
+            f"actordispatch fire: interrupted ({_signal_name(number)}) while "
+            f"connecting to {args.connect}: the event was not fired",
+            file=sys.stderr,
+        )
+        return 128 + number
     except Exception as e:
         print(
             f"actordispatch fire: cannot connect to {args.connect}: {e}",
@@ -282,11 +431,36 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
         )
         return 2
     try:
-        answer = await connection.callRemote(
-            Fire,
-            event=json.dumps(event).encode("utf-8"),
-            keywords=json.dumps(keywords),
+        answer = await waits.wait(
+            connection.callRemote(
+                Fire,
+                event=json.dumps(event).encode("utf-8"),
+                keywords=json.dumps(keywords),
+            )
         )
+    except _SignalError as e:
+        number = int(e.args[0])
+        print(
+            f"actordispatch fire: interrupted ({_signal_name(number)}) while "
+            f"waiting for the outcomes; the event may still run on the service "
+            f"at {args.connect}",
+            file=sys.stderr,
+        )
+        return 128 + number
+    except ConnectionClosed as e:
+        print(
+            f"actordispatch fire: the service at {args.connect} went away before "
+            f"it answered ({e}); whether the event ran is unknown",
+            file=sys.stderr,
+        )
+        return 2
+    except NotRunningError:
+        print(
+            f"actordispatch fire: the service at {args.connect} is stopping: the "
+            "event was not accepted",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as e:
         print(f"actordispatch fire: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
@@ -395,8 +569,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run a dispatcher service from a TOML configuration until SIGTERM",
         description="Start the pools, register the configured handlers, listen on "
         "the configured endpoints (AMP for external processes, Prometheus metrics) "
-        "and run until SIGTERM or SIGINT, then let accepted events finish. Exit "
-        "codes: 0 stopped cleanly, 1 failed to start, 2 bad configuration.",
+        "and run until SIGTERM or SIGINT, then let accepted events finish; a "
+        "second signal stops at once (what runs is killed, and every event in "
+        "flight ends with its outcomes). Exit codes: 0 stopped cleanly, 1 failed "
+        "to start, 2 bad configuration, 128 + the signal's number stopped at "
+        "once (130: a second Ctrl-C).",
     )
     serve.add_argument(
         "--config", "-c", required=True, help="the TOML configuration file"
@@ -406,7 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fire an event into a running service and print the outcomes",
         description="Connect to a service's AMP endpoint, fire EVENT (JSON) with the "
         "given key=value match keywords, and print one outcome per handler. Exit "
-        "codes: 0 all ok, 1 some outcome failed, 2 usage or connection error.",
+        "codes: 0 all ok, 1 some outcome failed, 2 usage or connection error (the "
+        "service unreachable, stopping, or gone before it answered), 130 "
+        "interrupted by Ctrl-C (the event may still run).",
     )
     fire.add_argument(
         "--connect", required=True, help="client endpoint, e.g. tcp:127.0.0.1:8750"

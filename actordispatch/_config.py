@@ -29,6 +29,7 @@ Example::
     amqp = "amqp://user:password@broker.example:5672/%2F"
     namespace = "myapp"         # optional: default_timeout, reply_grace,
     tls = { ca = "ca.pem", certificate = "me.pem", key = "me.key" }  # connect_timeout
+    start_timeout = 30          # seconds to wait at start for the first connection
 
     [[handlers]]
     handler = "myapp.handlers:notify_admin"
@@ -108,6 +109,7 @@ _AMQP_POOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "default_timeout": (int, float),
     "reply_grace": (int, float),
     "connect_timeout": (int, float),
+    "start_timeout": (int, float),
     "max_reply_size": int,
     "tls": dict,
 }
@@ -262,7 +264,13 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
     # The same checks the pool makes, reported against the file and key.
     _check_tls(where, pool["amqp"], pool.get("tls"), fail)
     _check_namespace(where, pool, fail)
-    for key in ("default_timeout", "reply_grace", "connect_timeout", "max_reply_size"):
+    for key in (
+        "default_timeout",
+        "reply_grace",
+        "connect_timeout",
+        "start_timeout",
+        "max_reply_size",
+    ):
         if key in pool and pool[key] <= 0:
             fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
 

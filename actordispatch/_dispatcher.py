@@ -342,6 +342,7 @@ class EventDispatcher:
         self._checks_pending: set[Deferred[Any]] = set()
         self._running = False
         self._stopping: Deferred[None] | None = None
+        self._drain_call: Any = None
         self._mailbox: deque[_Delivery] = deque()
         self._chains: dict[Hashable, deque[_Delivery]] = {}
         self._accepted = 0
@@ -773,9 +774,14 @@ class EventDispatcher:
         invocations are killed (outcome C{"timeout"}) and every invocation not
         started yet ends C{"skipped"}: each accepted event still gets its result.
 
+        Called again while it stops, it fires at the same time; a
+        C{drain_timeout} given then shortens the drain (0 ends it at once).
+
         @return: a Deferred firing when the children are gone.
         """
         if self._stopping is not None:
+            if drain_timeout is not None and not self._stopping.called:
+                self._shorten_drain(drain_timeout)
             stopping: Deferred[None] = Deferred()
             self._drained.append(stopping)
             return stopping
@@ -794,9 +800,8 @@ class EventDispatcher:
                 )
             )
         timeout = self._drain_timeout if drain_timeout is None else drain_timeout
-        drain_call = None
         if timeout is not None:
-            drain_call = self._reactor.callLater(timeout, self._abort_drain, timeout)
+            self._shorten_drain(timeout)
 
         def stop_pool(_: object) -> Deferred[None]:
             names, self._pools_started = self._pools_started, set()
@@ -808,6 +813,7 @@ class EventDispatcher:
             return DeferredList(stopping).addCallback(lambda _: None)
 
         def stopped(result: object) -> object:
+            drain_call, self._drain_call = self._drain_call, None
             if drain_call is not None and drain_call.active():
                 drain_call.cancel()
             self._aborting = False
@@ -821,6 +827,19 @@ class EventDispatcher:
         done.addCallback(stop_pool).addBoth(stopped)
         self._maybe_drained()
         return done
+
+    def _shorten_drain(self, timeout: float) -> None:
+        # End the drain within timeout seconds, unless it ends sooner already.
+        current = self._drain_call
+        if self._aborting or (
+            current is not None
+            and current.active()
+            and current.getTime() <= self._reactor.seconds() + timeout
+        ):
+            return
+        if current is not None and current.active():
+            current.cancel()
+        self._drain_call = self._reactor.callLater(timeout, self._abort_drain, timeout)
 
     def _pool_stop_failed(self, reason: Failure, name: str) -> None:
         _log.failure("pool {pool} failed to stop", reason, pool=name)

@@ -6,10 +6,18 @@ C{actordispatch serve}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,7 +26,14 @@ from actordispatch._config import ConfigError, ServiceConfig, pool_arguments
 from actordispatch._dispatcher import EventDispatcher
 from actordispatch._pool import AmpoulePool
 
+if TYPE_CHECKING:
+    from actordispatch._amqp_pool import AMQPPool
+
 _log = Logger()
+
+#: Seconds the service waits at start for an AMQP pool's first connection to
+#: its broker (C{[pools.NAME] start_timeout}), before it fails to start.
+AMQP_START_TIMEOUT = 30.0
 
 
 def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatcher:
@@ -43,6 +58,7 @@ def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
     arguments = dict(settings)
     url = arguments.pop("amqp")
     tls = arguments.pop("tls", None)
+    arguments.pop("start_timeout", None)  # the service's, not the pool's
     return AMQPPool(
         url,
         tls=None if tls is None else ClientTLS(**tls),
@@ -55,7 +71,8 @@ def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
 class DispatcherService(Service):
     """
     Starts the dispatcher and its pools with the application, registers the
-    configured handlers, listens where configured, and drains on shutdown.
+    configured handlers, listens where configured, and drains on shutdown
+    (L{stop_now} cuts the drain short).
 
     @ivar dispatcher: the L{EventDispatcher}.
     @ivar ready: fires once the handlers are registered and the endpoints
@@ -79,17 +96,24 @@ class DispatcherService(Service):
         self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
         self._on_failure = on_failure
+        self._stopping: Deferred[None] | None = None
+        self._stopped_waiters: list[Deferred[None]] = []
+        self._now = False
+        self._draining = False
 
     def startService(self) -> None:
         super().startService()
+        self._stopping = None
+        self._now = False
         _log.info("starting the dispatcher from {source}", source=self.config.source)
-        started = self.dispatcher.start()
-        registered = [
-            self.dispatcher.add_event_handler(
-                entry.handler, entry.phase, **entry.options, **entry.match
-            ).addErrback(self._named, f"handlers[{index}].handler")
-            for index, entry in enumerate(self.config.handlers)
-        ]
+        # Handlers are registered once the pools have started and the brokers
+        # of those that need one are connected: binding a handler's queue
+        # needs the connection.
+        registered = (
+            self.dispatcher.start()
+            .addCallback(lambda _: self._brokers_connected())
+            .addCallback(lambda _: self._register())
+        )
         listening = [
             self._listen_amp(description).addErrback(
                 self._named, f"listen.endpoints[{index}]"
@@ -104,9 +128,49 @@ class DispatcherService(Service):
                     self.config.metrics_endpoint, metrics_site(self.dispatcher)
                 )
             )
-        steps: list[Deferred[Any]] = [started, *registered, *listening]
+        steps: list[Deferred[Any]] = [registered, *listening]
         everything: Deferred[Any] = gatherResults(steps, consumeErrors=True)
         everything.addCallbacks(self._ready, self._failed)
+
+    def _brokers_connected(self) -> Deferred[Any]:
+        # Wait for the first connection of each AMQP pool that configured
+        # handlers use, up to its start_timeout.
+        used = {entry.options.get("pool", "default") for entry in self.config.handlers}
+        pools = self.dispatcher.pools()
+        waiting = []
+        for name, settings in self.config.pools.items():
+            if "amqp" not in settings or name not in used:
+                continue
+            timeout = settings.get("start_timeout", AMQP_START_TIMEOUT)
+            pool = cast("AMQPPool", pools[name])
+            waiting.append(
+                pool.wait_connected(timeout).addErrback(
+                    self._unreachable, name, timeout
+                )
+            )
+        return gatherResults(waiting, consumeErrors=True)
+
+    def _unreachable(self, failure: Failure, name: str, timeout: float) -> Failure:
+        if not self.running:
+            return failure  # stopped while it waited: not a timeout
+        pool = cast("AMQPPool", self.dispatcher.pools()[name])
+        message = (
+            f"{self.config.source}: pools.{name}.amqp: no connection to the broker "
+            f"at {pool.address} within {timeout:g} s (pools.{name}.start_timeout): "
+            f"{pool.last_error}"
+        )
+        return Failure(ConfigError(message))
+
+    def _register(self) -> Deferred[Any]:
+        return gatherResults(
+            [
+                self.dispatcher.add_event_handler(
+                    entry.handler, entry.phase, **entry.options, **entry.match
+                ).addErrback(self._named, f"handlers[{index}].handler")
+                for index, entry in enumerate(self.config.handlers)
+            ],
+            consumeErrors=True,
+        )
 
     def _named(self, failure: Failure, key: str) -> Failure:
         # Name the file and the key, as for every other configuration error.
@@ -153,9 +217,18 @@ class DispatcherService(Service):
         self.ready.callback(None)
 
     def _failed(self, failure: Failure) -> None:
-        value = failure.value
-        first = getattr(value, "subFailure", None)
-        reason = first if first is not None else failure
+        reason = failure
+        while isinstance(reason.value, FirstError):
+            reason = reason.value.subFailure
+        if not self.running:
+            # Stopped while it started: what failed is the stop's doing.
+            _log.info(
+                "the dispatcher stopped before it was ready: {error}",
+                error=reason.getErrorMessage(),
+            )
+            self.ready.errback(reason)
+            self.ready.addErrback(lambda _: None)
+            return
         _log.critical(
             "dispatcher failed to start: {error}", error=reason.getErrorMessage()
         )
@@ -165,9 +238,77 @@ class DispatcherService(Service):
             self._on_failure(reason)
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, drain the dispatcher while the AMP connections stay
+        open (a peer waiting for an event's outcomes gets them; an external
+        process serving handlers finishes what it runs), then close them.
+
+        @return: a Deferred firing once all that is done.
+        """
+        from actordispatch._external import AMPListener
+
         super().stopService()
         ports, self.ports = self.ports, []
-        closing = [port.stopListening() for port in ports]
-        d: Deferred[Any] = DeferredList(closing, consumeErrors=True)
-        d.addCallback(lambda _: self.dispatcher.stop())
-        return d
+        listeners = [port for port in ports if isinstance(port, AMPListener)]
+        closing = [
+            maybeDeferred(
+                port.port.stopListening
+                if isinstance(port, AMPListener)
+                else port.stopListening
+            )
+            for port in ports
+        ]
+
+        def disconnect(result: object) -> Deferred[Any]:
+            closed = DeferredList(
+                [listener.factory.disconnect_all() for listener in listeners],
+                consumeErrors=True,
+            )
+            return closed.addCallback(lambda _: result)
+
+        stopping: Deferred[Any] = DeferredList(closing, consumeErrors=True)
+        stopping.addCallback(lambda _: self._drain())
+        stopping.addBoth(disconnect)
+        self._stopping = stopping
+        stopping.addBoth(self._stopped)
+        return stopping
+
+    def _drain(self) -> Deferred[None]:
+        self._draining = True
+
+        def drained(result: object) -> object:
+            self._draining = False
+            return result
+
+        return self.dispatcher.stop(drain_timeout=0 if self._now else None).addBoth(
+            drained
+        )
+
+    def _stopped(self, result: object) -> object:
+        self._stopping = None
+        waiting, self._stopped_waiters = self._stopped_waiters, []
+        for waiter in waiting:
+            waiter.callback(None)
+        return result
+
+    def stop_now(self) -> Deferred[None]:
+        """
+        Stop at once, or cut short the drain that L{stopService} began: the
+        invocations still running are killed (outcome C{"timeout"}) and those
+        not started end C{"skipped"}, as when C{drain_timeout} passes, so that
+        every accepted event gets its outcomes now and a peer waiting for them
+        receives them; then the children stop and the connections close.
+
+        @return: a Deferred firing once stopped.
+        """
+        self._now = True
+        if self.running:
+            return self.stopService()
+        if self._stopping is None:
+            return succeed(None)  # stopped already, or never started
+        if self._draining:
+            # The dispatcher's own stop() reports any failure of it.
+            self.dispatcher.stop(drain_timeout=0).addErrback(lambda _: None)
+        waiter: Deferred[None] = Deferred()
+        self._stopped_waiters.append(waiter)
+        return waiter

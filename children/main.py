@@ -4,7 +4,8 @@ main; main()" ... REACTOR CHILD_CLASS}.
 
 It installs the reactor, logs warnings and errors to stderr (which the parent
 relays), and speaks AMP on file descriptors 3 (from the parent) and 4 (to the
-parent), leaving stdout and stderr to the handlers.
+parent), leaving stdout and stderr to the handlers.  It ignores SIGINT, which a
+Ctrl-C meant for the parent sends it too.
 """
 
 from __future__ import annotations
@@ -84,4 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         reader = getattr(channel, "_reader", None)  # StandardIO's pipe reader
         if reader is not None:
             read_more(reader)
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides
+    # what happens to the work (drain, or stop at once and kill), not the
+    # child.  SIGTERM still stops it.
+    import signal
+
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
     reactor.run()

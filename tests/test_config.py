@@ -204,7 +204,8 @@ class BadConfigTests(SynchronousTestCase):
         A pool table with an C{amqp} URL is an L{AMQPPool}: its own keys are
         checked (URL, namespace, TLS files, positive durations), the local
         pool's keys are not allowed there, and the service builds it with
-        its name, so handlers can use it.
+        its name, so handlers can use it (C{start_timeout} is the service's,
+        not the pool's).
         """
         from actordispatch import AMQPPool, ClientTLS
         from actordispatch._service import build_dispatcher
@@ -222,7 +223,7 @@ class BadConfigTests(SynchronousTestCase):
             head
             + "[pools.remote]\n"
             + 'amqp = "amqps://broker.example/%2F"\nnamespace = "myapp"\n'
-            + "reply_grace = 2\n"
+            + "reply_grace = 2\nstart_timeout = 3\n"
             + f'tls = {{ ca = "{ca}", certificate = "{me}" }}\n'
             + '[[handlers]]\nhandler = "a.b:c"\nphase = "during"\npool = "remote"\n'
         )
@@ -249,6 +250,10 @@ class BadConfigTests(SynchronousTestCase):
             (
                 remote + 'amqp = "amqp://x"\nreply_grace = 0\n',
                 ("pools.remote.reply_grace", "positive"),
+            ),
+            (
+                remote + 'amqp = "amqp://x"\nstart_timeout = 0\n',
+                ("pools.remote.start_timeout", "positive"),
             ),
             (
                 remote + 'amqp = "amqp://x"\ntls = { ca = "ca.pem" }\n',

@@ -701,6 +701,35 @@ class DrainTimeoutTests(SynchronousTestCase):
         )
         self.assertEqual(pool.calls[-1].invocation.phase, "one")
 
+    def test_stop_again_shortens_the_drain(self) -> None:
+        """
+        stop(drain_timeout=...) on a dispatcher already stopping ends the drain
+        within that time (0: on the reactor's next turn), but never later than
+        a deadline it has already; every stop() Deferred fires once stopped,
+        and no timer is left behind.
+        """
+        for first, then, abort_at in ((None, [10, 20], 10), (None, [0], 0)):
+            clock = Clock()
+            pool = FakePool()
+            dispatcher = EventDispatcher(("user",), ("one",), reactor=clock, pool=pool)
+            dispatcher.start()
+            self.successResultOf(dispatcher.add_event_handler(module_handler, "one"))
+            fired = dispatcher.fire_event({"n": 1})
+            stops = [dispatcher.stop(drain_timeout=first)]
+            stops += [dispatcher.stop(drain_timeout=t) for t in then]
+            if abort_at:
+                clock.advance(abort_at - 0.1)
+                self.assertEqual(pool.aborts, [])
+                clock.advance(0.1)
+            else:
+                clock.advance(0)
+            self.assertEqual(len(pool.aborts), 1)
+            (outcome,) = self.successResultOf(fired).outcomes
+            self.assertEqual(outcome.status, "timeout")
+            for stopped in stops:
+                self.successResultOf(stopped)
+            self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class RetryTests(SynchronousTestCase):
     def test_retries_on_crash_and_timeout_only(self) -> None:

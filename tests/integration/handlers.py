@@ -113,6 +113,19 @@ def mark_then_sleep(event: dict[str, Any]) -> int:
     return os.getpid()
 
 
+async def mark_then_wait(event: dict[str, Any]) -> int:
+    """
+    As L{mark_then_sleep}, but waiting on the child's reactor rather than
+    blocking it.
+    """
+    from twisted.internet import reactor
+
+    with open(event["mark"], "a") as mark:
+        mark.write(f"{os.getpid()}\n")
+    await deferLater(reactor, event.get("seconds", 0.0), lambda: None)  # type: ignore[arg-type]
+    return os.getpid()
+
+
 def span(event: Any) -> list[float]:
     """
     Sleep 50 ms; return when this ran, as C{[start, end]} on the machine's

@@ -1,7 +1,8 @@
 """
 What several integration test modules share: a collector of a child process's
-output and exit, a smoke run of a benchmark script, and throwaway certificate
-authorities for TLS tests.
+output and exit, a test case that runs commands in processes of their own, a
+smoke run of a benchmark script, and throwaway certificate authorities for TLS
+tests.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import defer, protocol, utils
+from twisted.internet import defer, protocol, reactor, utils
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +49,89 @@ class Collector(protocol.ProcessProtocol):
         value = reason.value
         code = value.exitCode if value.exitCode is not None else -value.signal
         self.ended.callback(code)
+
+
+#: The command line, run with C{python -c CLI serve ...}.
+CLI = "import sys; from actordispatch._cli import main; sys.exit(main())"
+
+# Start the rest of the command line in a session of its own, as the same
+# process (so its pid is the one to signal): a signal meant for it, or for its
+# process group, never reaches the test runner.
+_NEW_SESSION = "import os, sys; os.setsid(); os.execv(sys.executable, sys.argv[1:])"
+
+
+def free_port() -> int:
+    """
+    A TCP port on loopback that nothing listens on now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """
+    Poll C{condition} every 50 ms, for at most C{seconds}.
+    """
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class ProcessTestCase(TestCase):
+    """
+    Runs commands in processes of their own, each in a new session, killed at
+    the end of the test unless they ended; writes configuration files that
+    are removed then.
+    """
+
+    timeout = 60
+
+    def write_config(self, text: str, name: str = "dispatcher.toml") -> str:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = Path(directory) / name
+        path.write_text(text)
+        return str(path)
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> Collector:
+        """
+        Run C{python *args} from the project root; C{self.transport} is its
+        process, to signal.
+        """
+        collector = Collector()
+        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+            collector,
+            sys.executable,
+            [sys.executable, "-c", _NEW_SESSION, sys.executable, *args],
+            env=dict(os.environ) if env is None else env,
+            path=str(ROOT),
+        )
+
+        def kill() -> Any:
+            if not collector.ended.called:
+                transport.signalProcess("KILL")
+                return collector.ended
+
+        self.addCleanup(kill)
+        self.transport = transport
+        return collector
+
+    @defer.inlineCallbacks
+    def wait_for(self, collector: Collector, text: bytes, seconds: float = 20) -> Any:
+        """
+        Wait until C{text} is in the process's output; fail the test if it
+        ends or C{seconds} pass first.
+        """
+        deadline = time.monotonic() + seconds
+        while text not in collector.output:
+            if collector.ended.called or time.monotonic() > deadline:
+                self.fail(
+                    f"never saw {text!r}; output:\n{collector.output.decode()[-3000:]}"
+                )
+            yield deferLater(reactor, 0.05, lambda: None)
 
 
 @defer.inlineCallbacks

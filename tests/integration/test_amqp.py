@@ -14,6 +14,7 @@ message saying so.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
@@ -26,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, utils
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
@@ -39,7 +40,14 @@ from actordispatch._amqp_wire import event_headers, queue_name
 from actordispatch._amqp_worker import WorkerHost
 from actordispatch._match import MatchSpec
 from actordispatch._pool import AmpoulePool
-from tests.integration.support import Authority, Collector
+from tests.integration.support import (
+    CLI,
+    Authority,
+    Collector,
+    ProcessTestCase,
+    free_port,
+    wait_until,
+)
 
 HOST, PORT = "127.0.0.1", 5672
 URL = f"amqp://guest:guest@{HOST}:{PORT}/%2F"
@@ -74,17 +82,6 @@ def deferred_test(
         return defer.ensureDeferred(method(self))
 
     return run
-
-
-async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """
-    Poll C{condition} every 50 ms, for at most C{seconds}.
-    """
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Proxy(portforward.ProxyFactory):
@@ -519,6 +516,115 @@ class BrokerOutageTests(AMQPTestCase):
         await wait_until(lambda: pool.up, 20, "the pool to reconnect")
         (back,) = (await dispatcher.fire_event({"mark": str(mark)}, kind="a")).outcomes
         self.assertEqual(back.status, "ok")
+
+
+class ServeTests(AMQPTestCase, ProcessTestCase):
+    """
+    C{actordispatch serve} with an AMQP pool declared in its TOML file, as
+    real processes: the service, a worker host and a C{fire} client.
+    """
+
+    timeout = 90
+
+    def config(self, url: str, amp_port: int | None, pool: str = "") -> str:
+        listen = (
+            f'[listen]\nendpoints = ["tcp:{amp_port}:interface=127.0.0.1"]'
+            if amp_port is not None
+            else ""
+        )
+        return self.write_config(
+            f"""
+[dispatcher]
+keywords = ["kind"]
+[pools.default]
+size = 1
+[pools.remote]
+amqp = "{url}"
+namespace = "{self.namespace}"
+{pool}
+[[handlers]]
+handler = "{HANDLERS}:echo"
+phase = "during"
+pool = "remote"
+match = {{ kind = "a" }}
+{listen}
+"""
+        )
+
+    @deferred_test
+    async def test_serve_registers_on_a_pool_from_toml(self) -> None:
+        """
+        The service waits for its AMQP pool's first connection before it
+        registers the handlers on it (it used to register at once and fail,
+        "not connected yet"): it gets ready, and C{actordispatch fire} gets
+        the worker host's ok outcome and exits 0.
+        """
+        self.spawn_host([f"{HANDLERS}:echo"])
+        amp_port = free_port()
+        server = self.spawn("-c", CLI, "serve", "--config", self.config(URL, amp_port))
+        await self.wait_for(server, b"dispatcher ready", 60)
+        out, err, code = await utils.getProcessOutputAndValue(
+            sys.executable,
+            [
+                "-c",
+                CLI,
+                "fire",
+                "--connect",
+                f"tcp:127.0.0.1:{amp_port}",
+                "--json",
+                "--event",
+                '{"hello": "broker"}',
+                "kind=a",
+            ],
+            env=dict(os.environ),
+            path=str(ROOT),
+        )
+        self.assertEqual(code, 0, (out + err).decode())
+        (outcome,) = json.loads(out)["outcomes"]
+        self.assertEqual(
+            (outcome["status"], outcome["value"]), ("ok", {"hello": "broker"})
+        )
+        self.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended, 0, server.output.decode()[-3000:])
+
+    @deferred_test
+    async def test_serve_gives_up_on_an_unreachable_broker(self) -> None:
+        """
+        When the broker of an AMQP pool cannot be reached within the pool's
+        C{start_timeout}, the service fails to start (exit 1) with a line that
+        names the file, the pool's broker key and its timeout key, the broker
+        and why the last attempt failed.
+        """
+        unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+        path = self.config(unreachable, free_port(), "start_timeout = 1")
+        server = self.spawn("-c", CLI, "serve", "--config", path)
+        self.assertEqual(await server.ended, 1, server.output.decode()[-3000:])
+        self.assertIn(
+            f"actordispatch serve: {path}: pools.remote.amqp: no connection to the "
+            f"broker at amqp://127.0.0.1:".encode(),
+            server.output,
+        )
+        self.assertIn(b"within 1 s (pools.remote.start_timeout): ", server.output)
+        self.assertIn(b"Connection refused", server.output)
+
+    @deferred_test
+    async def test_serve_interrupted_while_waiting_for_the_broker(self) -> None:
+        """
+        SIGINT while the service waits for its broker at start stops it
+        cleanly (exit 0), saying it stopped before it was ready, not that it
+        failed to start or that its start_timeout passed.
+        """
+        unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+        path = self.config(unreachable, None, "start_timeout = 600")
+        server = self.spawn("-c", CLI, "serve", "--config", path)
+        # A few attempts in, the local pool has booted: the service waits
+        # for the broker.
+        await self.wait_for(server, b"retrying in 1.6s")
+        server.transport.signalProcess("INT")
+        self.assertEqual(await server.ended, 0, server.output.decode()[-3000:])
+        self.assertIn(b"the dispatcher stopped before it was ready", server.output)
+        self.assertNotIn(b"within 600 s", server.output)
+        self.assertNotIn(b"actordispatch serve:", server.output)
 
 
 class NamespaceTests(AMQPTestCase):

@@ -546,7 +546,7 @@ class ParentDeathTests(FaultTestCase):
         A parent killed with SIGKILL while its children are busy leaves no
         child behind: the parent-death signal takes them down.
         """
-        from tests.integration.test_service import ROOT, Collector
+        from tests.integration.support import ROOT, Collector
 
         collector = Collector()
         process = reactor.spawnProcess(  # type: ignore[attr-defined]

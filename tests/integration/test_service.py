@@ -1,78 +1,33 @@
 """
 The dispatcher as a service: under C{twist} and C{twistd -n}, and as
 C{actordispatch serve}, started from a TOML file and stopped by SIGTERM (which
-drains); configuration errors fail at start naming the file and the key; the
-metrics endpoint is scraped over loopback.
+drains; a second signal stops at once); configuration errors fail at start
+naming the file and the key; the metrics endpoint is scraped over loopback;
+C{actordispatch fire} against a service that stops, and interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor, utils
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
-from tests.integration.support import Collector
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.support import (
+    CLI,
+    ROOT,
+    ProcessTestCase,
+    free_port,
+    wait_until,
+)
 
 
-class ServiceTestCase(TestCase):
-    timeout = 60
-
-    def write_config(self, text: str) -> str:
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        path = Path(directory) / "dispatcher.toml"
-        path.write_text(text)
-        return str(path)
-
-    def spawn(self, *args: str) -> Collector:
-        collector = Collector()
-        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
-            collector,
-            sys.executable,
-            [sys.executable, *args],
-            env=dict(os.environ),
-            path=str(ROOT),
-        )
-
-        def kill() -> Any:
-            if not collector.ended.called:
-                transport.signalProcess("KILL")
-                return collector.ended
-
-        self.addCleanup(kill)
-        self.transport = transport
-        return collector
-
-    @defer.inlineCallbacks
-    def wait_for(self, collector: Collector, text: bytes, seconds: float = 20) -> Any:
-        deadline = time.monotonic() + seconds
-        while text not in collector.output:
-            if collector.ended.called or time.monotonic() > deadline:
-                self.fail(
-                    f"never saw {text!r}; output:\n{collector.output.decode()[-3000:]}"
-                )
-            yield deferLater(reactor, 0.05, lambda: None)
-
+class ServiceTestCase(ProcessTestCase):
     @defer.inlineCallbacks
     def run_and_stop(self, *args: str, metrics_port: int) -> Any:
         collector = self.spawn(*args)
@@ -147,7 +102,7 @@ class TwistTests(ServiceTestCase):
         path = self.good_config(port)
         return self.run_and_stop(
             "-c",
-            "import sys; from actordispatch._cli import main; sys.exit(main())",
+            CLI,
             "serve",
             "--config",
             path,
@@ -168,7 +123,7 @@ class TwistTests(ServiceTestCase):
             ("-m", "twisted", "actordispatch", "--config", path),
             (
                 "-c",
-                "import sys; from actordispatch._cli import main; sys.exit(main())",
+                CLI,
                 "serve",
                 "--config",
                 path,
@@ -224,15 +179,14 @@ endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
 endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
 """
         )
-        cli = "import sys; from actordispatch._cli import main; sys.exit(main())"
-        server = self.spawn("-c", cli, "serve", "--config", path)
+        server = self.spawn("-c", CLI, "serve", "--config", path)
         yield self.wait_for(server, b"dispatcher ready")
         connect = f"tcp:127.0.0.1:{amp_port}"
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
             [
                 "-c",
-                cli,
+                CLI,
                 "fire",
                 "--connect",
                 connect,
@@ -248,7 +202,7 @@ endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
         self.assertIn(b'{"hello": "world"}', out)
         out, err, code = yield utils.getProcessOutputAndValue(
             sys.executable,
-            ["-c", cli, "handlers", "--connect", connect, "--json"],
+            ["-c", CLI, "handlers", "--connect", connect, "--json"],
             env=dict(os.environ),
             path=str(ROOT),
         )
@@ -275,3 +229,133 @@ endpoint = "tcp:{metrics_port}:interface=127.0.0.1"
         code = yield collector.ended
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: listen.endpoints[0]".encode(), collector.output)
+
+
+def _alive(pid: int) -> bool:
+    # Whether a process runs (a zombie does not).
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+class SignalTests(ServiceTestCase):
+    """
+    Signals to C{actordispatch serve} and C{actordispatch fire}, each in a
+    process (and session) of its own, with an event whose handler sleeps far
+    longer than the test may take.
+    """
+
+    @defer.inlineCallbacks
+    def slow_event(self, handler: str = "mark_then_sleep", seconds: float = 600) -> Any:
+        """
+        A service with one handler that records its child's pid in a file,
+        then sleeps C{seconds}; a C{fire} client waiting for that event's
+        outcomes, once the handler runs.
+
+        @return: a Deferred firing with the service's and the client's
+            collectors and the child's pid.
+        """
+        amp_port = free_port()
+        path = self.write_config(
+            f"""
+[dispatcher]
+keywords = ["kind"]
+drain_timeout = 60
+[pools.default]
+size = 1
+[[handlers]]
+handler = "tests.integration.handlers:{handler}"
+phase = "during"
+timeout = 120
+[listen]
+endpoints = ["tcp:{amp_port}:interface=127.0.0.1"]
+"""
+        )
+        server = self.spawn("-c", CLI, "serve", "--config", path)
+        yield self.wait_for(server, b"dispatcher ready")
+        mark = Path(path).parent / "mark"
+        event = json.dumps({"mark": str(mark), "seconds": seconds})
+        connect = f"tcp:127.0.0.1:{amp_port}"
+        client = self.spawn("-c", CLI, "fire", "--connect", connect, "--event", event)
+        yield defer.ensureDeferred(
+            wait_until(
+                lambda: mark.exists() and mark.read_text().endswith("\n"),
+                30,
+                "the handler to start in a child",
+            )
+        )
+        return server, client, int(mark.read_text().split()[0])
+
+    @defer.inlineCallbacks
+    def test_second_signal_stops_at_once(self) -> Any:
+        """
+        The first SIGINT to C{serve} logs what it drains and for how long and
+        how to stop at once; the second one stops at once: the handler's child
+        is killed, the waiting C{fire} client gets the event's outcome (the
+        invocation aborted, exit 1) rather than silence, and C{serve} exits
+        130 without a traceback.
+        """
+        server, client, child = yield self.slow_event()
+        server.transport.signalProcess("INT")
+        yield self.wait_for(
+            server, b"draining 1 event, up to 60 s; press Ctrl-C again to stop now"
+        )
+        server.transport.signalProcess("INT")
+        code = yield server.ended
+        self.assertEqual(code, 130, server.output.decode()[-3000:])
+        self.assertIn(b"SIGINT again: stopping now", server.output)
+        self.assertNotIn(b"Traceback", server.output)
+        self.assertEqual((yield client.ended), 1, client.output.decode())
+        self.assertIn(b"mark_then_sleep", client.output)
+        self.assertIn(b"timeout", client.output)
+        self.assertIn(b"actordispatch.Aborted", client.output)
+        yield defer.ensureDeferred(
+            wait_until(lambda: not _alive(child), 30, "the child to be gone")
+        )
+
+    @defer.inlineCallbacks
+    def test_ctrl_c_reaches_the_children_too(self) -> Any:
+        """
+        Ctrl-C in a terminal sends SIGINT to the whole process group, the
+        children included; they ignore it, so that the drain it starts lets
+        a handler waiting on its child's reactor finish: its outcome is ok,
+        and C{serve} exits 0.
+        """
+        server, client, _ = yield self.slow_event("mark_then_wait", 3)
+        os.killpg(server.transport.pid, signal.SIGINT)
+        yield self.wait_for(server, b"SIGINT: draining 1 event")
+        self.assertEqual((yield server.ended), 0, server.output.decode()[-3000:])
+        self.assertEqual((yield client.ended), 0, client.output.decode())
+        self.assertIn(b"mark_then_wait", client.output)
+        self.assertIn(b" ok ", client.output)
+
+    @defer.inlineCallbacks
+    def test_fire_when_the_service_goes_away(self) -> Any:
+        """
+        A C{fire} client whose service dies while it waits says so in one
+        line and exits 2.
+        """
+        server, client, _ = yield self.slow_event()
+        server.transport.signalProcess("KILL")
+        yield server.ended
+        self.assertEqual((yield client.ended), 2, client.output.decode())
+        self.assertIn(
+            b"actordispatch fire: the service at tcp:127.0.0.1:", client.output
+        )
+        self.assertIn(b"went away before it answered", client.output)
+        self.assertNotIn(b"Traceback", client.output)
+
+    @defer.inlineCallbacks
+    def test_interrupted_fire(self) -> Any:
+        """
+        SIGINT to a C{fire} client waiting for outcomes ends it with exit
+        status 130 and a line saying the event may still run.
+        """
+        server, client, _ = yield self.slow_event()
+        client.transport.signalProcess("INT")
+        self.assertEqual((yield client.ended), 130, client.output.decode())
+        self.assertIn(b"actordispatch fire: interrupted (SIGINT)", client.output)
+        self.assertIn(b"may still run", client.output)
+        self.assertNotIn(b"Traceback", client.output)
