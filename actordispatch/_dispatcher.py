@@ -845,13 +845,18 @@ class EventDispatcher:
         _log.failure("pool {pool} failed to stop", reason, pool=name)
 
     def _abort_drain(self, timeout: float) -> None:
-        _log.warn(
-            "stop(): accepted events still running after {timeout}s: killing them",
-            timeout=timeout,
-        )
+        if timeout:
+            why = f"drain timeout of {timeout:g}s"
+            _log.warn(
+                "stop(): accepted events still running after {timeout}s: killing them",
+                timeout=timeout,
+            )
+        else:
+            why = "stopped at once, with no drain"
+            _log.warn("stop(drain_timeout=0): killing the accepted events' handlers")
         self._aborting = True
         for pool in self._pools.values():
-            pool.abort(f"the dispatcher stopped (drain timeout of {timeout:g}s)")
+            pool.abort(f"the dispatcher stopped ({why})")
         while self._mailbox:
             delivery = self._mailbox.popleft()
             self._queued -= 1
