@@ -461,6 +461,51 @@ def _make_loads() -> Callable[[bytes | str], Any]:
 _loads = _make_loads()
 
 
+def refuse_constant(name: str) -> Any:
+    """
+    C{parse_constant} for C{json.loads}: C{NaN}, C{Infinity} and C{-Infinity}
+    are not JSON.
+    """
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
+def finite_float(text: str) -> float:
+    """
+    C{parse_float} for C{json.loads}: a number beyond a float's range, which
+    the standard library would read as infinity (C{1e400}), is refused.
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+_fast_finite = None if msgspec is None else msgspec.json.Decoder().decode
+
+
+def decode_finite(data: bytes | str) -> Any:
+    """
+    L{decode_result} for peers bound by a protocol whose numbers are finite
+    (external processes over AMP): C{NaN}, C{Infinity} and numbers beyond a
+    float's range (C{1e400}) are refused, where L{decode_result} turns them
+    into floats that no encoder here can write back.
+
+    @raise ValueError: naming the number, for those and for what is not JSON.
+    """
+    tagged = _has_tags(data)
+    if _fast_finite is not None and not tagged:
+        try:
+            return _fast_finite(data)  # msgspec refuses those numbers itself
+        except Exception:
+            pass  # the standard library says which error (or accepts)
+    return json.loads(
+        data,
+        parse_constant=refuse_constant,
+        parse_float=finite_float,
+        object_hook=_plain_hook if tagged else None,
+    )
+
+
 def decode_event(data: bytes | str) -> Any:
     """
     Decode an event, rebuilding its types (child side).

@@ -62,9 +62,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import (
-    decode_result,
-)
+from actordispatch._codec import decode_finite
 from actordispatch._commands import AMP_MAX_VALUE
 from actordispatch._dispatcher import RESERVED_KEYWORDS
 from actordispatch._errors import (
@@ -316,10 +314,10 @@ class DispatcherAMP(GuardedAMP):
         if reserved:
             raise BadKeywordError(f"reserved keyword names: {', '.join(reserved)}")
         try:
-            value = decode_result(event)
+            value = decode_finite(event)
         except Exception as e:
             raise BadEventError(
-                f"the event is not JSON: {type(e).__name__}: {e}"
+                f"the event is not JSON with finite numbers: {type(e).__name__}: {e}"
             ) from None
         if within is not None:
             fired = self._follow_up(within, event, matched)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from twisted.protocols import amp
 
+from actordispatch._codec import finite_float, refuse_constant
 from actordispatch._commands import ChunkedBytes
 from actordispatch._errors import (
     ActorDispatchError,
@@ -203,24 +204,22 @@ class Invoke(amp.Command):
 # --- JSON helpers -----------------------------------------------------------------
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_object(
     text: str | None, what: str, operators: bool = False
 ) -> dict[str, Any]:
     """
-    A JSON object of scalars (strings, numbers, booleans, nulls), or, with
-    C{operators}, of scalars and operator tables (L{from_table}), which it
-    turns into operators.
+    A JSON object of scalars (strings, finite numbers, booleans, nulls), or,
+    with C{operators}, of scalars and operator tables (L{from_table}), which
+    it turns into operators.
 
     @raise ValueError: naming C{what} and the problem.
     """
     if text is None or text == "":
         return {}
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(
+            text, parse_constant=refuse_constant, parse_float=finite_float
+        )
     except (ValueError, RecursionError) as e:
         raise ValueError(f"{what} is not JSON: {e}") from None
     if not isinstance(value, dict):

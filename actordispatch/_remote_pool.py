@@ -18,7 +18,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import decode_result, encode_event
+from actordispatch._codec import decode_finite, decode_result, encode_event
 from actordispatch._external_wire import (
     Invoke,
     RemoteHandlerError,
@@ -337,9 +337,9 @@ class RemotePool:
         if isinstance(pid, int):
             self.peer_pid = pid
         try:
-            value = decode_result(response["value"])
+            value = decode_finite(response["value"])
         except Exception as e:
-            self._protocol_error(call, f"an Invoke answer that is not JSON: {e}")
+            self._protocol_error(call, f"an Invoke answer whose value is not JSON: {e}")
             return
         duration = response.get("duration")
         if not (isinstance(duration, float) and math.isfinite(duration)):

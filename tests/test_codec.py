@@ -27,6 +27,7 @@ from actordispatch._codec import (
     TAG,
     decode_batch,
     decode_event,
+    decode_finite,
     decode_records,
     decode_result,
     encode_batch,
@@ -625,6 +626,55 @@ class DecodeResultTests(SynchronousTestCase):
                 tracemalloc.stop()
         self.assertEqual(decoded, raw)
         self.assertLess(peak - before, 1 * MIB)
+
+
+class DecodeFiniteTests(SynchronousTestCase):
+    def test_refuses_non_finite(self) -> None:
+        """
+        decode_finite refuses NaN, the infinities and numbers beyond a float's
+        range (which decode_result reads as infinity), anywhere in the value,
+        tagged or not, with a ValueError naming the number.
+        """
+        for number in ("NaN", "Infinity", "-Infinity", "1e400", "-1e400"):
+            for text in (
+                number,
+                '{"a": [1, N]}'.replace("N", number),
+                '{"t": {"__ad__": "tuple", "items": [N]}}'.replace("N", number),
+            ):
+                with self.assertRaises(ValueError) as raised:
+                    decode_finite(text.encode())
+                self.assertIn(number.lstrip("-")[:3], str(raised.exception))
+        self.assertEqual(decode_result(b"1e400"), math.inf)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(st.text(max_size=8), children, max_size=4)
+            ),
+            max_leaves=20,
+        )
+    )
+    def test_same_as_decode_result(self, value: Any) -> None:
+        """
+        Where every number is finite, decode_finite decodes what decode_result
+        decodes, to the same value.
+        """
+        data = json.dumps(value).encode()
+        self.assertEqual(decode_finite(data), decode_result(data))
+
+    def test_tags_plain(self) -> None:
+        """
+        Tags become plain values as decode_result makes them.
+        """
+        data = json.dumps({"t": {TAG: "tuple", "items": [1, 2.5]}}).encode()
+        self.assertEqual(decode_finite(data), {"t": [1, 2.5]})
 
 
 class BatchTests(SynchronousTestCase):

@@ -511,6 +511,90 @@ class RegisterTests(SynchronousTestCase):
             self.assertIn(fragment, description)
 
 
+class FiniteNumberTests(SynchronousTestCase):
+    """
+    The protocol's numbers are finite: C{NaN}, C{Infinity} and numbers beyond
+    a float's range (C{1e400}, which Python's JSON reader turns into
+    infinity) are refused wherever a peer sends JSON, with that place's
+    error code.
+    """
+
+    NON_FINITE = ("1e400", "-1e400", "NaN", "Infinity", "-Infinity")
+
+    def test_fire_keywords(self) -> None:
+        """
+        Fired keywords with a number that is not finite fail with
+        BAD_KEYWORD, and nothing is fired.
+        """
+        h = Harness(self)
+        for number in self.NON_FINITE:
+            keywords = '{"user": N}'.replace("N", number)
+            self.assertEqual(
+                h.error(Fire, event=b"{}", keywords=keywords), b"BAD_KEYWORD", number
+            )
+        self.assertEqual(h.dispatcher.stats().accepted, 0)
+
+    def test_fire_event(self) -> None:
+        """
+        An event with a number that is not finite, anywhere in it, fails with
+        BAD_EVENT, fired as a follow-up (C{within}) too.
+        """
+        h = Harness(self)
+        handler_id = h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        invoked = h.fire({}, kind="ext")
+        for number in self.NON_FINITE:
+            for event in (number, '{"a": [1, {"b": N}]}'.replace("N", number)):
+                self.assertEqual(
+                    h.error(Fire, event=event.encode()), b"BAD_EVENT", event
+                )
+                self.assertEqual(
+                    h.error(Fire, event=event.encode(), within=handler_id),
+                    b"BAD_EVENT",
+                    event,
+                )
+        self.assertEqual(h.dispatcher.stats().accepted, 1)
+        h.answer(0, None)
+        self.assertTrue(self.successResultOf(invoked).ok)
+
+    def test_register_match(self) -> None:
+        """
+        A match spec with a number that is not finite, as a value or inside
+        an operator table, fails with BAD_HANDLER and registers nothing.
+        """
+        h = Harness(self)
+        for number in self.NON_FINITE:
+            for match in (
+                '{"user": N}'.replace("N", number),
+                '{"user": {"in": [1, N]}}'.replace("N", number),
+                '{"user": {"not": N}}'.replace("N", number),
+            ):
+                error = h.error(RegisterHandler, name="n", phase="during", match=match)
+                self.assertEqual(error, b"BAD_HANDLER", match)
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+    def test_invoke_answer(self) -> None:
+        """
+        An Invoke answer whose value holds a number that is not finite cannot
+        be parsed: the invocation ends "crashed" (ProtocolError) and the peer
+        is dropped, as for a value that is not JSON.
+        """
+        for number in self.NON_FINITE:
+            h = Harness(self)
+            h.register()
+            result = h.fire(1)
+            value = '{"v": [N]}'.replace("N", number).encode()
+            h.peer.invocations[0][1].callback({"value": value})
+            h.pump.flush()
+            [outcome] = self.successResultOf(result).outcomes
+            self.assertEqual(
+                (outcome.status, outcome.error_type),
+                ("crashed", "actordispatch.ProtocolError"),
+                number,
+            )
+            self.assertIn("not JSON", outcome.error_message or "")
+            self.assertTrue(h.closed, number)
+
+
 class FollowUpTests(SynchronousTestCase):
     def test_fire_within_an_invoke(self) -> None:
         """
