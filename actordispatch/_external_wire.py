@@ -22,6 +22,7 @@ Command the dispatcher sends to an external process that registered a handler
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, ClassVar
@@ -199,6 +200,43 @@ class Invoke(amp.Command):
         (b"veto", amp.Unicode(optional=True)),
     ]
     errors = {RemoteHandlerError: b"HANDLER_ERROR"}
+
+
+class _KeepErrorCodes(dict[bytes, Any]):
+    """
+    A command's C{reverseErrors} that keeps the peer's error code: AMP turns
+    a code the command does not declare into L{amp.UnknownRemoteError}, whose
+    code is C{UNKNOWN} and whose message is C{"Code<UNKNOWN>: description"};
+    here such a code builds an L{amp.RemoteAmpError} with the peer's own code
+    and description.
+    """
+
+    def get(self, code: bytes, default: Any = None) -> Any:  # type: ignore[override]
+        if code in self:
+            return self[code]
+        return functools.partial(amp.RemoteAmpError, code)
+
+
+Invoke.reverseErrors = _KeepErrorCodes(Invoke.reverseErrors)
+
+
+def peer_error_message(error: Exception) -> str:
+    """
+    The message of an error outcome for an AMP error a peer answered with a
+    code other than C{HANDLER_ERROR}: its code, a colon and its description
+    (C{"WEIRD: weird description"}).  AMP's own C{UNHANDLED} (the peer does
+    not implement the command) arrives as L{amp.UnhandledCommand}, which
+    carries the same two.
+    """
+    if isinstance(error, amp.RemoteAmpError):
+        code, description = error.errorCode, error.description
+    else:
+        code, description = (error.args + (b"", ""))[:2]
+    if isinstance(code, bytes):
+        code = code.decode("ascii", "backslashreplace")
+    if isinstance(description, bytes):
+        description = description.decode("utf-8", "replace")
+    return f"{code}: {description}"
 
 
 # --- JSON helpers -----------------------------------------------------------------

@@ -23,6 +23,7 @@ from actordispatch._external_wire import (
     Invoke,
     RemoteHandlerError,
     _parse_handler_error,
+    peer_error_message,
 )
 from actordispatch._invocation import Invocation
 from actordispatch._result import HandlerOutcome
@@ -366,11 +367,11 @@ class RemotePool:
                 "error", error_type=kind, error_message=message, duration=duration
             )
             outcome = evolve(outcome, traceback=tb, pid=self.peer_pid)
-        elif reason.check(amp.RemoteAmpError):
+        elif reason.check(amp.RemoteAmpError, amp.UnhandledCommand):
             outcome = inv.outcome(
                 "error",
                 error_type="actordispatch.RemoteError",
-                error_message=reason.getErrorMessage(),
+                error_message=peer_error_message(reason.value),  # type: ignore[arg-type]
                 duration=duration,
                 pid=self.peer_pid,
             )

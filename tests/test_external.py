@@ -673,6 +673,48 @@ class OutcomeTests(SynchronousTestCase):
         self.assertEqual(outcome.status, "error")
         self.assertEqual(outcome.error_message, "plain words")
 
+    def test_unknown_error_code(self) -> None:
+        """
+        An Invoke answered with an error code other than HANDLER_ERROR is an
+        "error" outcome of type actordispatch.RemoteError whose message keeps
+        the peer's code and description ("CODE: description"); the peer
+        stays connected.
+        """
+        h = Harness(self)
+        h.register()
+        result = h.fire(1)
+        error = amp.RemoteAmpError(b"WEIRD", "weird description")
+        h.peer.invocations[0][1].errback(error)
+        h.pump.flush()
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type, outcome.error_message),
+            ("error", "actordispatch.RemoteError", "WEIRD: weird description"),
+        )
+        self.assertFalse(h.closed)
+
+    def test_invoke_unhandled(self) -> None:
+        """
+        A peer that registers a handler but does not implement Invoke answers
+        AMP's UNHANDLED: an "error" outcome of type actordispatch.RemoteError
+        whose message starts with that code, and the peer stays connected.
+        """
+        h = Harness(self)
+        peer, _, h.pump = connectedServerAndClient(
+            lambda: h.factory.buildProtocol(None), amp.AMP
+        )
+        h.result(RegisterHandler, peer=peer, name="work", phase="during")
+        [outcome] = self.successResultOf(h.fire(1)).outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type),
+            ("error", "actordispatch.RemoteError"),
+        )
+        self.assertTrue(
+            (outcome.error_message or "").startswith("UNHANDLED: "),
+            outcome.error_message,
+        )
+        self.assertEqual(len(h.dispatcher.handlers()), 1)
+
     def test_timeout(self) -> None:
         """
         A peer that does not answer within the timeout: "timeout" outcome; its
@@ -910,14 +952,15 @@ class RemotePoolTests(SynchronousTestCase):
 
     def test_unknown_remote_error(self) -> None:
         """
-        An AMP error other than HANDLER_ERROR (say, the peer does not know
-        Invoke) is an "error" outcome of type actordispatch.RemoteError.
+        An AMP error other than HANDLER_ERROR (here AMP's own UNKNOWN) is an
+        "error" outcome of type actordispatch.RemoteError, "CODE: description".
         """
         running = self.pool.invoke(self.invocation(1))
-        self.sent[0][1].errback(amp.UnknownRemoteError("Unhandled Command: Invoke"))
+        self.sent[0][1].errback(amp.UnknownRemoteError("Unknown Error"))
         outcome = self.successResultOf(running)
         self.assertEqual(
-            (outcome.status, outcome.error_type), ("error", "actordispatch.RemoteError")
+            (outcome.status, outcome.error_type, outcome.error_message),
+            ("error", "actordispatch.RemoteError", "UNKNOWN: Unknown Error"),
         )
 
 
