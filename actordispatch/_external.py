@@ -446,10 +446,16 @@ class DispatcherAMP(GuardedAMP):
             max_in_flight=factory.max_in_flight_per_connection,
             max_queued=factory.max_queued_per_connection,
             on_protocol_error=self._broken,
+            on_removed=self._handler_removed,
         )
         self.dispatcher.add_pool(self.pool_name, self.pool).addErrback(
             lambda f: _log.failure("starting pool {pool}", f, pool=self.pool_name)
         )
+
+    def _handler_removed(self, handler_id: int) -> None:
+        # However it went (UnregisterHandler, max_calls used up, expiry), a
+        # removed handler no longer counts toward this connection's cap.
+        self.handler_ids.pop(handler_id, None)
 
     @UnregisterHandler.responder
     def unregister_handler(self, handler_id: int) -> Deferred[dict[str, Any]]:
@@ -459,7 +465,8 @@ class DispatcherAMP(GuardedAMP):
         if self.handler_ids.pop(handler_id, None) is None:
             return fail(
                 UnknownHandlerError(
-                    f"handler {handler_id} was not registered by this connection"
+                    f"handler {handler_id} is not one this connection serves: "
+                    "never registered here, or already removed"
                 )
             )
 

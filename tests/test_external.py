@@ -40,7 +40,7 @@ from actordispatch._external import (
     listen,
 )
 from actordispatch._invocation import Invocation
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IHandlerPool, IRoutedPool
 from actordispatch.testing import FakeCall, FakePool
 
 LOCAL = "tests.test_external:local_handler"
@@ -425,6 +425,29 @@ class RegisterTests(SynchronousTestCase):
         self.assertEqual(
             h.error(RegisterHandler, name="c", phase="during"),
             b"OVERLOADED",
+        )
+
+    def test_handlers_cap_after_max_calls(self) -> None:
+        """
+        A handler the dispatcher removed itself (its max_calls used up) no
+        longer counts toward max_handlers_per_connection: the peer can
+        register another in its place, and unregistering the removed one
+        fails with UNKNOWN_HANDLER.
+        """
+        h = Harness(self, max_handlers_per_connection=2)
+        once = h.register("once", max_calls=1)
+        h.register("stays")
+        result = h.fire(1)
+        h.answer(0, "once")
+        h.answer(1, "stays")
+        self.assertTrue(self.successResultOf(result).ok)
+        self.assertNotIn(once, [i.handler_id for i in h.dispatcher.handlers()])
+        h.register("another")
+        self.assertEqual(
+            h.error(RegisterHandler, name="third", phase="during"), b"OVERLOADED"
+        )
+        self.assertEqual(
+            h.error(UnregisterHandler, handler_id=once), b"UNKNOWN_HANDLER"
         )
 
     def test_unregister(self) -> None:
@@ -916,9 +939,11 @@ class RemotePoolTests(SynchronousTestCase):
 
     def test_interface(self) -> None:
         """
-        RemotePool provides IHandlerPool; check_handler succeeds at once.
+        RemotePool provides IHandlerPool, and IRoutedPool (to learn of
+        removals); check_handler succeeds at once.
         """
         verifyObject(IHandlerPool, self.pool)
+        verifyObject(IRoutedPool, self.pool)
         self.assertEqual(self.successResultOf(self.pool.check_handler("x:y")), 0)
         self.assertIsNone(self.successResultOf(self.pool.start()))
 
