@@ -524,6 +524,49 @@ def decode_result(data: bytes | str) -> Any:
     return json.loads(data, object_hook=_plain_hook)
 
 
+# --- JSON for peers that are not Python --------------------------------------
+
+
+def _escaped(value: Any) -> Any:
+    # An object with the tag's key is data, not a tag: wrapped as the codec
+    # wraps it, so that a peer never takes one for the other.
+    if type(value) is dict and TAG in value:
+        return {TAG: "dict", "items": [[k, v] for k, v in value.items()]}
+    return value
+
+
+def _peer_hook(obj: dict[str, Any]) -> Any:
+    kind = obj.get(TAG)
+    if type(kind) is not str or kind == "bytes":
+        return obj
+    if kind == "dict":
+        # Its keys are plain already (hooks run innermost first).
+        return obj
+    plain = _PLAIN.get(kind)
+    if plain is None:
+        return obj
+    try:
+        return _escaped(plain(obj))
+    except Exception:
+        return obj
+
+
+def peer_json(data: bytes) -> bytes:
+    """
+    Tagged JSON (as L{encode_event} and L{encode_value} write it) as a peer
+    that is not Python reads it: plain JSON values, but for the two values
+    JSON has no form for, which stay tagged: C{{"__ad__": "bytes", "b64":
+    ...}}, and C{{"__ad__": "dict", "items": [[key, value], ...]}} for a
+    mapping with keys that are not strings, or that has the tag's own key.
+    Records become objects of their fields, tuples and sets lists (keys
+    included), datetime values ISO strings, timedeltas seconds, as
+    L{decode_result} makes them.
+    """
+    if not _has_tags(data):
+        return data
+    return _dumps(json.loads(data, object_hook=_peer_hook))
+
+
 # --- batch framing -------------------------------------------------------------
 
 

@@ -62,7 +62,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import decode_finite
+from actordispatch._codec import decode_finite, peer_json
 from actordispatch._commands import AMP_MAX_VALUE
 from actordispatch._dispatcher import RESERVED_KEYWORDS
 from actordispatch._errors import (
@@ -166,6 +166,9 @@ class DispatcherAMP(GuardedAMP):
         self.pool_name = f"amp:{number}"
         self.pool: RemotePool | None = None
         self.handler_ids: dict[int, str] = {}
+        #: the match spec of each of its handlers as ListHandlers shows it:
+        #: as registered, C{null} values included (the dispatcher drops them)
+        self.handler_matches: dict[int, dict[str, Any]] = {}
         self._fires_pending = 0
         self._peer = "?"
         self._verified = factory.allowed_peers is None
@@ -257,6 +260,7 @@ class DispatcherAMP(GuardedAMP):
             handlers=len(self.handler_ids),
         )
         self.handler_ids.clear()
+        self.handler_matches.clear()
         super().connectionLost(reason)
         closing, self._closing = self._closing, []
         for waiter in closing:
@@ -418,6 +422,9 @@ class DispatcherAMP(GuardedAMP):
                 )
             else:
                 self.handler_ids[handler_id] = name
+                self.handler_matches[handler_id] = {
+                    k: to_table(v) for k, v in spec.items()
+                }
                 _log.info(
                     "connection {number} serves handler {handler_id} {handler} "
                     "in phase {phase}",
@@ -456,12 +463,14 @@ class DispatcherAMP(GuardedAMP):
         # However it went (UnregisterHandler, max_calls used up, expiry), a
         # removed handler no longer counts toward this connection's cap.
         self.handler_ids.pop(handler_id, None)
+        self.handler_matches.pop(handler_id, None)
 
     @UnregisterHandler.responder
     def unregister_handler(self, handler_id: int) -> Deferred[dict[str, Any]]:
         """
         L{UnregisterHandler}: only a handler this connection registered.
         """
+        self.handler_matches.pop(handler_id, None)
         if self.handler_ids.pop(handler_id, None) is None:
             return fail(
                 UnknownHandlerError(
@@ -485,16 +494,33 @@ class DispatcherAMP(GuardedAMP):
         Every live handler: C{handler_id}, C{handler}, C{phase}, C{pool},
         C{match}, C{max_calls}, C{timeout}, C{calls}, C{failures}, C{p50},
         C{p90}, C{p99} and C{mine} (this connection serves it).
+
+        C{match} is a handler's spec with operators as tables, as registered
+        over AMP (C{null} values too), else the keywords it constrains;
+        C{timeout} is the one its invocations get: its own, else its pool's
+        default (C{None} for a pool that has none).
         """
+        registered: dict[int, dict[str, Any]] = {}
+        for connection in self.factory.connections:
+            registered.update(connection.handler_matches)
+        pools = self.dispatcher.pools()
+
+        def effective_timeout(timeout: float | None, pool: str) -> float | None:
+            if timeout is not None:
+                return timeout
+            default = getattr(pools.get(pool), "default_timeout", None)
+            return float(default) if isinstance(default, (int, float)) else None
+
         listing = [
             {
                 "handler_id": info.handler_id,
                 "handler": info.handler,
                 "phase": info.phase,
                 "pool": info.pool,
-                "match": {k: to_table(v) for k, v in info.match_spec.items()},
+                "match": registered.get(info.handler_id)
+                or {k: to_table(v) for k, v in info.match_spec.items()},
                 "max_calls": info.max_calls,
-                "timeout": info.timeout,
+                "timeout": effective_timeout(info.timeout, info.pool),
                 "calls": info.calls,
                 "failures": info.failures,
                 "p50": info.p50,
@@ -504,7 +530,7 @@ class DispatcherAMP(GuardedAMP):
             }
             for info in self.dispatcher.handlers()
         ]
-        return {"handlers": encode_items(listing, "match")}
+        return {"handlers": peer_json(encode_items(listing, "match"))}
 
 
 class DispatcherAMPFactory(ServerFactory):

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from twisted.protocols import amp
 
-from actordispatch._codec import finite_float, refuse_constant
+from actordispatch._codec import finite_float, peer_json, refuse_constant
 from actordispatch._commands import ChunkedBytes
 from actordispatch._errors import (
     ActorDispatchError,
@@ -277,7 +277,9 @@ def _json_object(
 
 
 def _encode_outcomes(result: DispatchResult) -> bytes:
-    return encode_items([outcome_to_json(o) for o in result.outcomes], "value")
+    return peer_json(
+        encode_items([outcome_to_json(o) for o in result.outcomes], "value")
+    )
 
 
 def _parse_handler_error(description: str) -> tuple[str, str, str | None]:

@@ -18,7 +18,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import decode_finite, decode_result, encode_event
+from actordispatch._codec import decode_finite, peer_json
 from actordispatch._external_wire import (
     Invoke,
     RemoteHandlerError,
@@ -289,15 +289,16 @@ class RemotePool:
 
     def _plain_event(self, event: bytes) -> bytes:
         """
-        The event as plain JSON: the codec's tags for tuples, records, dates...
-        become lists, objects and strings, since a peer need not know them.
-        (Every invocation of one event shares its bytes: convert once.)
+        The event as a peer reads it (L{peer_json}): the codec's tags for
+        tuples, records, dates... become lists, objects and strings, since a
+        peer need not know them.  (Every invocation of one event shares its
+        bytes: convert once.)
         """
         if b'"__ad__"' not in event:
             return event
         if event is not self._last_raw:
             try:
-                plain = encode_event(decode_result(event), max_size=len(event) * 4)
+                plain = peer_json(event)
             except Exception:
                 plain = event
             self._last_raw, self._last_plain = event, plain

@@ -35,6 +35,7 @@ from actordispatch._codec import (
     encode_outcome_record,
     encode_value,
     join_records,
+    peer_json,
 )
 from actordispatch._errors import EventEncodingError, EventTooLargeError
 
@@ -675,6 +676,60 @@ class DecodeFiniteTests(SynchronousTestCase):
         """
         data = json.dumps({"t": {TAG: "tuple", "items": [1, 2.5]}}).encode()
         self.assertEqual(decode_finite(data), {"t": [1, 2.5]})
+
+
+def _tags(value: Any) -> set[str]:
+    """
+    The kinds of every tag in a decoded JSON value.
+    """
+    if isinstance(value, list):
+        return set().union(*map(_tags, value)) if value else set()
+    if isinstance(value, dict):
+        found = {value[TAG]} if isinstance(value.get(TAG), str) else set()
+        return found.union(*map(_tags, value.values()))
+    return set()
+
+
+_peer_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.dates(),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(
+            st.sampled_from([TAG, "a", "b"]) | st.integers() | st.tuples(st.integers()),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+class PeerJsonTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(_peer_values)
+    def test_two_tags(self, value: Any) -> None:
+        """
+        peer_json leaves only the bytes and mapping tags, and loses nothing
+        that decode_result keeps: both decode to the same value.
+        """
+        data = encode_event(value)
+        plain = peer_json(data)
+        self.assertLessEqual(_tags(json.loads(plain)), {"bytes", "dict"})
+        self.assertEqual(decode_result(plain), decode_result(data))
+
+    def test_untagged_as_is(self) -> None:
+        """
+        JSON without tags comes back as the very same bytes.
+        """
+        data = encode_event({"a": [1, 2.5, "x"]})
+        self.assertIs(peer_json(data), data)
 
 
 class BatchTests(SynchronousTestCase):

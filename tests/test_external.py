@@ -618,6 +618,92 @@ class FiniteNumberTests(SynchronousTestCase):
             self.assertTrue(h.closed, number)
 
 
+class WireFormTests(SynchronousTestCase):
+    """
+    What the dispatcher writes is what docs/amp-protocol.rst says it writes.
+    """
+
+    def test_event_tags(self) -> None:
+        """
+        An event reaches the peer as plain JSON but for the two tags the
+        protocol page names: bytes, and a mapping whose keys are not all
+        strings, whose keys are plain JSON too (a tuple key is a list, not a
+        nested tag); an object that has the tag's own key is wrapped in the
+        mapping tag, so that the peer never takes data for a tag.
+        """
+        h = Harness(self)
+        h.register()
+        h.fire(
+            {
+                "k": {(1, 2): "x", 3: ("y", frozenset({4}))},
+                "raw": {"__ad__": "bytes", "b64": "not a tag"},
+                "b": b"hi",
+            }
+        )
+        self.assertEqual(
+            h.peer.invocations[0][0]["event"],
+            {
+                "k": {"__ad__": "dict", "items": [[[1, 2], "x"], [3, ["y", [4]]]]},
+                "raw": {
+                    "__ad__": "dict",
+                    "items": [["__ad__", "bytes"], ["b64", "not a tag"]],
+                },
+                "b": {"__ad__": "bytes", "b64": "aGk="},
+            },
+        )
+
+    def test_outcome_values(self) -> None:
+        """
+        Values in Fire's outcomes follow the same rule as events: a tuple is
+        a list, in a mapping's keys too.
+        """
+        import datetime
+
+        h = Harness(self)
+        h.local.answer = lambda call: call.succeed(
+            {"t": (1, 2), "d": datetime.date(2024, 5, 1), "m": {(1, 2): (3, 4)}}
+        )
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        answer = h.result(Fire, event=b"{}")
+        [outcome] = json.loads(answer["outcomes"])
+        self.assertEqual(
+            outcome["value"],
+            {
+                "t": [1, 2],
+                "d": "2024-05-01",
+                "m": {"__ad__": "dict", "items": [[[1, 2], [3, 4]]]},
+            },
+        )
+
+    def test_listed_timeout(self) -> None:
+        """
+        ListHandlers shows the timeout an external handler's Invoke carries:
+        its own, else the factory's default_timeout (never null for them).
+        """
+        h = Harness(self, default_timeout=7.5)
+        default = h.register("default")
+        own = h.register("own", timeout=2.5)
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        timeouts = {entry["handler_id"]: entry["timeout"] for entry in listing}
+        self.assertEqual(timeouts, {default: 7.5, own: 2.5})
+        h.fire(1)
+        carried = {a["handler_id"]: a["timeout"] for a, _ in h.peer.invocations}
+        self.assertEqual(carried, timeouts)
+
+    def test_listed_null_match(self) -> None:
+        """
+        A match spec registered with a null value (no constraint) lists as
+        registered, null included; the handler still takes any value there.
+        """
+        h = Harness(self)
+        match = {"user": None, "kind": {"in": ["a", "b"]}}
+        handler_id = h.register("work", match=json.dumps(match))
+        [entry] = json.loads(h.result(ListHandlers)["handlers"])
+        self.assertEqual((entry["handler_id"], entry["match"]), (handler_id, match))
+        h.fire(1, kind="a", user="anyone")
+        self.assertEqual(len(h.peer.invocations), 1)
+
+
 class FollowUpTests(SynchronousTestCase):
     def test_fire_within_an_invoke(self) -> None:
         """
