@@ -211,13 +211,14 @@ class _KeepErrorCodes(dict[bytes, Any]):
     and description.
     """
 
-    def get(self, code: bytes, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, code: bytes, default: Any = None) -> Any:
         if code in self:
             return self[code]
         return functools.partial(amp.RemoteAmpError, code)
 
 
-Invoke.reverseErrors = _KeepErrorCodes(Invoke.reverseErrors)
+# Set by AMP's Command metaclass, which its type stubs do not say.
+Invoke.reverseErrors = _KeepErrorCodes(Invoke.reverseErrors)  # type: ignore[attr-defined]
 
 
 def peer_error_message(error: Exception) -> str:
