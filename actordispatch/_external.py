@@ -18,8 +18,12 @@ The peer is not trusted: boxes are capped in bytes and keys (L{GuardedAMP}), a
 malformed frame or a box over a cap drops it, events and values it sends are
 decoded to plain JSON values only (never to a class it names), and every
 per-connection resource (handlers, calls in flight and queued, events in
-flight) is bounded.  L{listen} refuses plaintext TCP beyond loopback unless told
-C{insecure=True}, and serves TLS with client certificates from a configured CA.
+flight) is bounded.  So is what a peer that does not read its answers costs:
+the dispatcher stops reading from it while its answers fill the transport's
+buffer (Twisted's producer/consumer flow control), and while too many of its
+commands are being answered, later ones wait unread.  L{listen} refuses
+plaintext TCP beyond loopback unless told C{insecure=True}, and serves TLS with
+client certificates from a configured CA.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
 import ipaddress
 import itertools
 import math
+from collections import deque
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field, frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -109,6 +114,10 @@ _log = Logger()
 DEFAULT_MAX_BOX_BYTES = 16 * 1024 * 1024
 #: Default cap on the time a frame may stay half-sent (seconds without a byte).
 DEFAULT_FRAME_TIMEOUT = 30.0
+#: Beyond this many bytes of commands held (see
+#: L{DispatcherAMPFactory}'s C{max_commands_per_connection}), the peer is not
+#: read until some are answered.
+MAX_HELD_BYTES = 1024 * 1024
 
 _connection_numbers = itertools.count(1)
 
@@ -144,10 +153,23 @@ def _peer_names(transport: Any) -> set[str] | None:
     return names
 
 
-@implementer(IHandshakeListener)
+def _box_size(box: amp.AmpBox) -> int:
+    return sum(len(key) + len(value) for key, value in box.items())
+
+
+@implementer(IHandshakeListener, IPushProducer)
 class DispatcherAMP(GuardedAMP):
     """
     The dispatcher's end of one external process's AMP connection.
+
+    It is its transport's producer: when the answers it writes fill the
+    transport's buffer (the peer does not read them), the transport pauses
+    it, and it stops reading from the peer until the buffer drains.  At most
+    C{max_commands_per_connection} of the peer's commands are answered at
+    once (running, or answered while the buffer is full); later ones are held
+    unanswered, in order, and past L{MAX_HELD_BYTES} of them the peer is not
+    read either.  Answers to its own L{Invoke} calls are never held: a peer
+    that fires events its own handlers serve gets their answers through.
 
     @ivar number: this connection's number (in its pool's and its handlers'
         names).
@@ -173,6 +195,17 @@ class DispatcherAMP(GuardedAMP):
         self._peer = "?"
         self._verified = factory.allowed_peers is None
         self._closing: list[Deferred[None]] = []
+        # Flow control: commands dispatched and not answered yet, answers
+        # written while the transport's buffer was full, commands held (with
+        # their sizes), and why reading stopped.
+        self._commands = 0
+        self._unsent = 0
+        self._held: deque[tuple[amp.AmpBox, int]] = deque()
+        self._held_bytes = 0
+        self._running_held = False
+        self._writes_full = False
+        self._stopped = False
+        self._receiving = 0
 
     @property
     def dispatcher(self) -> EventDispatcher:
@@ -188,6 +221,9 @@ class DispatcherAMP(GuardedAMP):
         transport: Any = self.transport
         self._peer = str(transport.getPeer())
         self.factory.connections.add(self)
+        register = getattr(transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)
         _log.info(
             "external process connected from {peer} as connection {number}",
             peer=self._peer,
@@ -224,7 +260,11 @@ class DispatcherAMP(GuardedAMP):
     def dataReceived(self, data: bytes) -> None:
         if not self.broken and not self._check_peer():
             return
-        super().dataReceived(data)
+        self._receiving += 1
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving -= 1
 
     def protocol_broken(self, message: str) -> None:
         _log.warn(
@@ -261,6 +301,9 @@ class DispatcherAMP(GuardedAMP):
         )
         self.handler_ids.clear()
         self.handler_matches.clear()
+        self._stopped = True
+        self._held.clear()
+        self._held_bytes = 0
         super().connectionLost(reason)
         closing, self._closing = self._closing, []
         for waiter in closing:
@@ -273,6 +316,101 @@ class DispatcherAMP(GuardedAMP):
         waiter: Deferred[None] = Deferred()
         self._closing.append(waiter)
         return waiter
+
+    # --- flow control ----------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full (the peer is not reading its answers):
+        read nothing more from it until the buffer drains.
+        """
+        self._writes_full = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's buffer drained: the answers written meanwhile went
+        out.  Answer held commands, and read again.
+        """
+        self._writes_full = False
+        self._unsent = 0
+        self._run_held()
+        self._update_reading()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going: nothing more is read or answered.
+        """
+        self._stopped = True
+        self._held.clear()
+        self._held_bytes = 0
+        self.paused = True
+
+    def _update_reading(self) -> None:
+        """
+        Stop or resume reading from the peer, as the transport's buffer and
+        the commands held say.
+        """
+        stop = self._writes_full or self._held_bytes >= MAX_HELD_BYTES or self._stopped
+        if stop == self.paused or self.transport is None:
+            return
+        self.paused = stop
+        transport: Any = self.transport
+        if stop:
+            transport.pauseProducing()
+            self._cancel_stall()
+            return
+        transport.resumeProducing()
+        if not self._receiving:
+            # Boxes already read but not parsed; from inside dataReceived,
+            # its own loop goes on with them.
+            self.dataReceived(b"")
+
+    def _busy(self) -> bool:
+        return self._commands + self._unsent >= self.factory.max_commands_per_connection
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        if amp.COMMAND in box and (self._held or self._busy()) and not self.broken:
+            if box.get(amp.COMMAND) == Fire.commandName and b"within" in box:
+                # A follow-up: the Invoke it belongs to may wait for it, and
+                # the commands held may wait for that Invoke.
+                super().ampBoxReceived(box)
+                return
+            size = _box_size(box)
+            self._held.append((box, size))
+            self._held_bytes += size
+            self._update_reading()
+            return
+        super().ampBoxReceived(box)
+
+    def _run_held(self) -> None:
+        """
+        Answer held commands while there is room.
+        """
+        if self._running_held:
+            return  # the loop below goes on
+        self._running_held = True
+        try:
+            while self._held and not self._busy() and not self._stopped:
+                box, size = self._held.popleft()
+                self._held_bytes -= size
+                super().ampBoxReceived(box)
+        finally:
+            self._running_held = False
+        self._update_reading()
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        try:
+            super().sendBox(box)
+        finally:
+            if amp.ANSWER in box or amp.ERROR in box:
+                self._answered()
+
+    def _answered(self) -> None:
+        self._commands -= 1
+        if self._writes_full:
+            self._unsent += 1
+        self._run_held()
 
     def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
         # A command whose arguments do not parse fails outside our responders:
@@ -291,8 +429,18 @@ class DispatcherAMP(GuardedAMP):
                 amp.RemoteAmpError(b"BAD_REQUEST", message[:1000], fatal=True)
             )
 
+        self._commands += 1
         result: Deferred[Any] = super().dispatchCommand(box)
-        return result.addErrback(bad_request)
+        result.addErrback(bad_request)
+        if amp.ASK not in box:
+            # No answer will be sent: it is done when it is.
+            result.addBoth(self._no_answer)
+        return result
+
+    def _no_answer(self, result: Any) -> Any:
+        self._commands -= 1
+        self._run_held()
+        return result
 
     # --- commands ---------------------------------------------------------------------
 
@@ -553,6 +701,10 @@ class DispatcherAMPFactory(ServerFactory):
         registration gave no timeout.
     @param max_handlers_per_connection: handlers one peer may register.
     @param max_fires_per_connection: events one peer may have in flight.
+    @param max_commands_per_connection: commands of one peer answered at once
+        (running, or answered while it does not read its answers); later ones
+        wait unanswered, and past L{MAX_HELD_BYTES} of them the peer is not
+        read until there is room.
     @param max_connections: connections served at once; more are closed.
     @param allowed_peers: if set, a peer must present a TLS client certificate
         whose subject common name or a DNS subject alternative name is one of
@@ -575,6 +727,7 @@ class DispatcherAMPFactory(ServerFactory):
         default_timeout: float = 60.0,
         max_handlers_per_connection: int = 256,
         max_fires_per_connection: int = 1024,
+        max_commands_per_connection: int = 64,
         max_connections: int = 256,
         allowed_peers: Collection[str] | None = None,
     ) -> None:
@@ -584,6 +737,8 @@ class DispatcherAMPFactory(ServerFactory):
             reactor = default_reactor
         if max_in_flight_per_connection < 1:
             raise ValueError("max_in_flight_per_connection must be at least 1")
+        if max_commands_per_connection < 1:
+            raise ValueError("max_commands_per_connection must be at least 1")
         self.dispatcher = dispatcher
         self.reactor = reactor
         self.max_in_flight_per_connection = max_in_flight_per_connection
@@ -598,6 +753,7 @@ class DispatcherAMPFactory(ServerFactory):
         self.default_timeout = default_timeout
         self.max_handlers_per_connection = max_handlers_per_connection
         self.max_fires_per_connection = max_fires_per_connection
+        self.max_commands_per_connection = max_commands_per_connection
         self.max_connections = max_connections
         self.allowed_peers = None if allowed_peers is None else frozenset(allowed_peers)
         self.connections: set[DispatcherAMP] = set()

@@ -1005,6 +1005,118 @@ class CapTests(SynchronousTestCase):
         self.assertEqual(h.dispatcher.handlers(), [])
 
 
+class FlowControlTests(SynchronousTestCase):
+    """
+    What a peer that does not read its answers, or sends commands faster than
+    they are answered, can make the dispatcher hold is bounded: see also
+    tests/integration/test_external.py, which measures it over TCP.
+    """
+
+    def test_commands_held(self) -> None:
+        """
+        Beyond max_commands_per_connection commands being answered, later
+        ones wait unanswered, and run in order as answers free room.
+        """
+        h = Harness(
+            self,
+            max_commands_per_connection=2,
+            dispatcher_options={"max_in_flight": 10},
+        )
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        fired = [h.call(Fire, event=str(n).encode()) for n in range(4)]
+        self.assertEqual(len(h.local.calls), 2)
+        h.local.pending()[0].succeed("first")
+        h.pump.flush()
+        self.assertEqual(len(h.local.calls), 3)
+        for call in h.local.pending():
+            call.succeed("later")
+        h.pump.flush()
+        h.local.pending()[0].succeed("last")
+        h.pump.flush()
+        events = [decode_event(call.invocation.event) for call in h.local.calls]
+        self.assertEqual(events, [0, 1, 2, 3])
+        for d in fired:
+            self.assertTrue(self.successResultOf(d)["ok"])
+
+    def test_invoke_answers_not_held(self) -> None:
+        """
+        A peer whose commands are held still gets its Invoke answers read: it
+        can fire events its own handler serves, more than the cap at once.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        keywords = json.dumps({"kind": "ext"})
+        fired = [h.call(Fire, event=b"1", keywords=keywords) for _ in range(3)]
+        for index in range(3):
+            self.assertEqual(len(h.peer.invocations), index + 1)
+            h.answer(index, index)
+        for d in fired:
+            self.assertTrue(self.successResultOf(d)["ok"])
+
+    def test_follow_up_not_held(self) -> None:
+        """
+        A Fire with C{within} (a follow-up of an Invoke the peer is answering)
+        is never held behind other commands, which may wait for that Invoke.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        handler_id = h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        self.successResultOf(
+            h.dispatcher.add_event_handler(LOCAL, "during", kind="local")
+        )
+        invoked = h.fire({}, kind="ext")
+        keywords = json.dumps({"kind": "local"})
+        queued = h.call(Fire, event=b"1", keywords=keywords)  # waits for invoked
+        self.assertNoResult(queued)
+        follow_up = h.call(Fire, event=b"2", keywords=keywords, within=handler_id)
+        self.assertTrue(self.successResultOf(follow_up)["ok"])
+        h.answer(0, "done")
+        self.assertTrue(self.successResultOf(invoked).ok)
+        self.assertTrue(self.successResultOf(queued)["ok"])
+
+    def test_paused_while_buffer_full(self) -> None:
+        """
+        While the transport says its buffer is full (pauseProducing), nothing
+        more the peer sends is read, and the frame timeout does not run;
+        answers written meanwhile count as being answered; once the buffer
+        drains (resumeProducing), what was sent is read and answered.
+        """
+        h = Harness(
+            self,
+            max_commands_per_connection=2,
+            frame_timeout=3.0,
+            dispatcher_options={"max_in_flight": 10},
+        )
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        first = [h.call(Fire, event=b"1") for _ in range(2)]
+        h.server.pauseProducing()
+        self.assertTrue(h.server.paused)
+        listed = h.call(ListHandlers)
+        h.clock.advance(10)
+        self.assertNoResult(listed)
+        self.assertFalse(h.server.broken)
+        for call in h.local.pending():
+            call.succeed(1)
+        h.pump.flush()
+        for d in first:
+            self.assertTrue(self.successResultOf(d)["ok"])
+        h.server.resumeProducing()
+        h.pump.flush()
+        self.assertFalse(h.server.paused)
+        self.assertEqual(len(json.loads(self.successResultOf(listed)["handlers"])), 1)
+
+    def test_producer_registered(self) -> None:
+        """
+        The connection registers itself with its transport as a streaming
+        producer, which is how the transport tells it its buffer is full.
+        """
+        h = Harness(self)
+        transport: Any = h.server.transport
+        self.assertIs(transport.producer, h.server)
+        self.assertTrue(transport.streamingProducer)
+
+
 class RemotePoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
