@@ -277,6 +277,11 @@ class DispatcherAMP(GuardedAMP):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self.factory.connections.discard(self)
+        # Held commands are never answered: none may run while the pool goes
+        # (a RegisterHandler would make a new one).
+        self._stopped = True
+        self._held.clear()
+        self._held_bytes = 0
         message = reason.getErrorMessage()
         if self.pool is not None:
             pool, self.pool = self.pool, None
@@ -301,9 +306,6 @@ class DispatcherAMP(GuardedAMP):
         )
         self.handler_ids.clear()
         self.handler_matches.clear()
-        self._stopped = True
-        self._held.clear()
-        self._held_bytes = 0
         super().connectionLost(reason)
         closing, self._closing = self._closing, []
         for waiter in closing:
@@ -370,7 +372,10 @@ class DispatcherAMP(GuardedAMP):
         return self._commands + self._unsent >= self.factory.max_commands_per_connection
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
-        if amp.COMMAND in box and (self._held or self._busy()) and not self.broken:
+        # A command as AMP sees it: a box with an answer's or error's key is
+        # one of those, whatever else it has.
+        command = amp.COMMAND in box and amp.ANSWER not in box and amp.ERROR not in box
+        if command and (self._held or self._busy()) and not self.broken:
             if box.get(amp.COMMAND) == Fire.commandName and b"within" in box:
                 # A follow-up: the Invoke it belongs to may wait for it, and
                 # the commands held may wait for that Invoke.
@@ -391,10 +396,19 @@ class DispatcherAMP(GuardedAMP):
             return  # the loop below goes on
         self._running_held = True
         try:
-            while self._held and not self._busy() and not self._stopped:
+            while (
+                self._held
+                and not self._busy()
+                and not self._stopped
+                and not self.broken
+            ):
                 box, size = self._held.popleft()
                 self._held_bytes -= size
-                super().ampBoxReceived(box)
+                try:
+                    super().ampBoxReceived(box)
+                except Exception as e:
+                    # As GuardedAMP.dataReceived does for the boxes it reads.
+                    self._broken(f"{type(e).__name__}: {e}" if str(e) else repr(e))
         finally:
             self._running_held = False
         self._update_reading()
@@ -437,10 +451,18 @@ class DispatcherAMP(GuardedAMP):
             result.addBoth(self._no_answer)
         return result
 
-    def _no_answer(self, result: Any) -> Any:
+    def _no_answer(self, result: Any) -> None:
+        # A command sent without _ask: its failure has no one to go to (AMP
+        # would log it as unhandled, with a traceback, and drop the peer).
+        # One whose arguments do not parse still drops the peer, as answered
+        # BAD_REQUEST does.
         self._commands -= 1
+        if isinstance(result, Failure):
+            value = result.value
+            if isinstance(value, amp.RemoteAmpError) and value.fatal:
+                self._broken(f"a command that does not parse: {value.description}")
+                return
         self._run_held()
-        return result
 
     # --- commands ---------------------------------------------------------------------
 

@@ -1106,6 +1106,58 @@ class FlowControlTests(SynchronousTestCase):
         self.assertFalse(h.server.paused)
         self.assertEqual(len(json.loads(self.successResultOf(listed)["handlers"])), 1)
 
+    def test_answer_boxes_not_held(self) -> None:
+        """
+        A box with an error's key is an error to AMP, whatever else it has:
+        it is never held as a command, and one answering nothing drops the
+        peer at once.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        fired = h.call(Fire, event=b"1")
+        box = amp.AmpBox(
+            _command=b"Fire",
+            _error=b"404",
+            _error_code=b"X",
+            _error_description=b"none",
+        )
+        h.peer.transport.write(box.serialize())  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertTrue(h.server.broken)
+        self.assertTrue(h.closed)
+        self.failureResultOf(fired)
+
+    def test_malformed_command_without_ask(self) -> None:
+        """
+        A command that does not parse and asks for no answer drops the peer,
+        as one answered BAD_REQUEST does, without an unhandled error (AMP
+        would log its traceback).
+        """
+        h = Harness(self)
+        box = amp.AmpBox(_command=b"Fire", keywords=b"{}")  # no event, no _ask
+        h.peer.transport.write(box.serialize())  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertTrue(h.server.broken)
+        self.assertTrue(h.closed)
+
+    def test_lost_with_commands_held(self) -> None:
+        """
+        Commands held when the connection drops are never run: a held
+        RegisterHandler does not bring the peer's pool back.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        fired = h.call(Fire, event=b"1", keywords=json.dumps({"kind": "ext"}))
+        held = h.call(RegisterHandler, name="more", phase="during")
+        self.assertEqual(len(h.peer.invocations), 1)
+        h.peer.transport.loseConnection()  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertEqual(sorted(h.dispatcher.pools()), ["default"])
+        self.assertEqual(h.dispatcher.handlers(), [])
+        self.failureResultOf(fired)
+        self.failureResultOf(held)
+
     def test_producer_registered(self) -> None:
         """
         The connection registers itself with its transport as a streaming
