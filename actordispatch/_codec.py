@@ -461,6 +461,51 @@ def _make_loads() -> Callable[[bytes | str], Any]:
 _loads = _make_loads()
 
 
+def refuse_constant(name: str) -> Any:
+    """
+    C{parse_constant} for C{json.loads}: C{NaN}, C{Infinity} and C{-Infinity}
+    are not JSON.
+    """
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
+def finite_float(text: str) -> float:
+    """
+    C{parse_float} for C{json.loads}: a number beyond a float's range, which
+    the standard library would read as infinity (C{1e400}), is refused.
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+_fast_finite = None if msgspec is None else msgspec.json.Decoder().decode
+
+
+def decode_finite(data: bytes | str) -> Any:
+    """
+    L{decode_result} for peers bound by a protocol whose numbers are finite
+    (external processes over AMP): C{NaN}, C{Infinity} and numbers beyond a
+    float's range (C{1e400}) are refused, where L{decode_result} turns them
+    into floats that no encoder here can write back.
+
+    @raise ValueError: naming the number, for those and for what is not JSON.
+    """
+    tagged = _has_tags(data)
+    if _fast_finite is not None and not tagged:
+        try:
+            return _fast_finite(data)  # msgspec refuses those numbers itself
+        except Exception:
+            pass  # the standard library says which error (or accepts)
+    return json.loads(
+        data,
+        parse_constant=refuse_constant,
+        parse_float=finite_float,
+        object_hook=_plain_hook if tagged else None,
+    )
+
+
 def decode_event(data: bytes | str) -> Any:
     """
     Decode an event, rebuilding its types (child side).
@@ -477,6 +522,49 @@ def decode_result(data: bytes | str) -> Any:
     if not _has_tags(data):
         return _loads(data)
     return json.loads(data, object_hook=_plain_hook)
+
+
+# --- JSON for peers that are not Python --------------------------------------
+
+
+def _escaped(value: Any) -> Any:
+    # An object with the tag's key is data, not a tag: wrapped as the codec
+    # wraps it, so that a peer never takes one for the other.
+    if type(value) is dict and TAG in value:
+        return {TAG: "dict", "items": [[k, v] for k, v in value.items()]}
+    return value
+
+
+def _peer_hook(obj: dict[str, Any]) -> Any:
+    kind = obj.get(TAG)
+    if type(kind) is not str or kind == "bytes":
+        return obj
+    if kind == "dict":
+        # Its keys are plain already (hooks run innermost first).
+        return obj
+    plain = _PLAIN.get(kind)
+    if plain is None:
+        return obj
+    try:
+        return _escaped(plain(obj))
+    except Exception:
+        return obj
+
+
+def peer_json(data: bytes) -> bytes:
+    """
+    Tagged JSON (as L{encode_event} and L{encode_value} write it) as a peer
+    that is not Python reads it: plain JSON values, but for the two values
+    JSON has no form for, which stay tagged: C{{"__ad__": "bytes", "b64":
+    ...}}, and C{{"__ad__": "dict", "items": [[key, value], ...]}} for a
+    mapping with keys that are not strings, or that has the tag's own key.
+    Records become objects of their fields, tuples and sets lists (keys
+    included), datetime values ISO strings, timedeltas seconds, as
+    L{decode_result} makes them.
+    """
+    if not _has_tags(data):
+        return data
+    return _dumps(json.loads(data, object_hook=_peer_hook))
 
 
 # --- batch framing -------------------------------------------------------------

@@ -18,8 +18,12 @@ The peer is not trusted: boxes are capped in bytes and keys (L{GuardedAMP}), a
 malformed frame or a box over a cap drops it, events and values it sends are
 decoded to plain JSON values only (never to a class it names), and every
 per-connection resource (handlers, calls in flight and queued, events in
-flight) is bounded.  L{listen} refuses plaintext TCP beyond loopback unless told
-C{insecure=True}, and serves TLS with client certificates from a configured CA.
+flight) is bounded.  So is what a peer that does not read its answers costs:
+the dispatcher stops reading from it while its answers fill the transport's
+buffer (Twisted's producer/consumer flow control), and while too many of its
+commands are being answered, later ones wait unread.  L{listen} refuses
+plaintext TCP beyond loopback unless told C{insecure=True}, and serves TLS with
+client certificates from a configured CA.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
 import ipaddress
 import itertools
 import math
+from collections import deque
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,16 +60,14 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field, frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import (
-    decode_result,
-)
+from actordispatch._codec import decode_finite, peer_json
 from actordispatch._commands import AMP_MAX_VALUE
 from actordispatch._dispatcher import RESERVED_KEYWORDS
 from actordispatch._errors import (
@@ -111,6 +114,10 @@ _log = Logger()
 DEFAULT_MAX_BOX_BYTES = 16 * 1024 * 1024
 #: Default cap on the time a frame may stay half-sent (seconds without a byte).
 DEFAULT_FRAME_TIMEOUT = 30.0
+#: Beyond this many bytes of commands held (see
+#: L{DispatcherAMPFactory}'s C{max_commands_per_connection}), the peer is not
+#: read until some are answered.
+MAX_HELD_BYTES = 1024 * 1024
 
 _connection_numbers = itertools.count(1)
 
@@ -146,10 +153,23 @@ def _peer_names(transport: Any) -> set[str] | None:
     return names
 
 
-@implementer(IHandshakeListener)
+def _box_size(box: amp.AmpBox) -> int:
+    return sum(len(key) + len(value) for key, value in box.items())
+
+
+@implementer(IHandshakeListener, IPushProducer)
 class DispatcherAMP(GuardedAMP):
     """
     The dispatcher's end of one external process's AMP connection.
+
+    It is its transport's producer: when the answers it writes fill the
+    transport's buffer (the peer does not read them), the transport pauses
+    it, and it stops reading from the peer until the buffer drains.  At most
+    C{max_commands_per_connection} of the peer's commands are answered at
+    once (running, or answered while the buffer is full); later ones are held
+    unanswered, in order, and past L{MAX_HELD_BYTES} of them the peer is not
+    read either.  Answers to its own L{Invoke} calls are never held: a peer
+    that fires events its own handlers serve gets their answers through.
 
     @ivar number: this connection's number (in its pool's and its handlers'
         names).
@@ -168,10 +188,24 @@ class DispatcherAMP(GuardedAMP):
         self.pool_name = f"amp:{number}"
         self.pool: RemotePool | None = None
         self.handler_ids: dict[int, str] = {}
+        #: the match spec of each of its handlers as ListHandlers shows it:
+        #: as registered, C{null} values included (the dispatcher drops them)
+        self.handler_matches: dict[int, dict[str, Any]] = {}
         self._fires_pending = 0
         self._peer = "?"
         self._verified = factory.allowed_peers is None
         self._closing: list[Deferred[None]] = []
+        # Flow control: commands dispatched and not answered yet, answers
+        # written while the transport's buffer was full, commands held (with
+        # their sizes), and why reading stopped.
+        self._commands = 0
+        self._unsent = 0
+        self._held: deque[tuple[amp.AmpBox, int]] = deque()
+        self._held_bytes = 0
+        self._running_held = False
+        self._writes_full = False
+        self._stopped = False
+        self._receiving = 0
 
     @property
     def dispatcher(self) -> EventDispatcher:
@@ -187,6 +221,9 @@ class DispatcherAMP(GuardedAMP):
         transport: Any = self.transport
         self._peer = str(transport.getPeer())
         self.factory.connections.add(self)
+        register = getattr(transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)
         _log.info(
             "external process connected from {peer} as connection {number}",
             peer=self._peer,
@@ -223,7 +260,11 @@ class DispatcherAMP(GuardedAMP):
     def dataReceived(self, data: bytes) -> None:
         if not self.broken and not self._check_peer():
             return
-        super().dataReceived(data)
+        self._receiving += 1
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving -= 1
 
     def protocol_broken(self, message: str) -> None:
         _log.warn(
@@ -236,6 +277,11 @@ class DispatcherAMP(GuardedAMP):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self.factory.connections.discard(self)
+        # Held commands are never answered: none may run while the pool goes
+        # (a RegisterHandler would make a new one).
+        self._stopped = True
+        self._held.clear()
+        self._held_bytes = 0
         message = reason.getErrorMessage()
         if self.pool is not None:
             pool, self.pool = self.pool, None
@@ -259,6 +305,7 @@ class DispatcherAMP(GuardedAMP):
             handlers=len(self.handler_ids),
         )
         self.handler_ids.clear()
+        self.handler_matches.clear()
         super().connectionLost(reason)
         closing, self._closing = self._closing, []
         for waiter in closing:
@@ -271,6 +318,113 @@ class DispatcherAMP(GuardedAMP):
         waiter: Deferred[None] = Deferred()
         self._closing.append(waiter)
         return waiter
+
+    # --- flow control ----------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full (the peer is not reading its answers):
+        read nothing more from it until the buffer drains.
+        """
+        self._writes_full = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's buffer drained: the answers written meanwhile went
+        out.  Answer held commands, and read again.
+        """
+        self._writes_full = False
+        self._unsent = 0
+        self._run_held()
+        self._update_reading()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going: nothing more is read or answered.
+        """
+        self._stopped = True
+        self._held.clear()
+        self._held_bytes = 0
+        self.paused = True
+
+    def _update_reading(self) -> None:
+        """
+        Stop or resume reading from the peer, as the transport's buffer and
+        the commands held say.
+        """
+        stop = self._writes_full or self._held_bytes >= MAX_HELD_BYTES or self._stopped
+        if stop == self.paused or self.transport is None:
+            return
+        self.paused = stop
+        transport: Any = self.transport
+        if stop:
+            transport.pauseProducing()
+            self._cancel_stall()
+            return
+        transport.resumeProducing()
+        if not self._receiving:
+            # Boxes already read but not parsed; from inside dataReceived,
+            # its own loop goes on with them.
+            self.dataReceived(b"")
+
+    def _busy(self) -> bool:
+        return self._commands + self._unsent >= self.factory.max_commands_per_connection
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        # A command as AMP sees it: a box with an answer's or error's key is
+        # one of those, whatever else it has.
+        command = amp.COMMAND in box and amp.ANSWER not in box and amp.ERROR not in box
+        if command and (self._held or self._busy()) and not self.broken:
+            if box.get(amp.COMMAND) == Fire.commandName and b"within" in box:
+                # A follow-up: the Invoke it belongs to may wait for it, and
+                # the commands held may wait for that Invoke.
+                super().ampBoxReceived(box)
+                return
+            size = _box_size(box)
+            self._held.append((box, size))
+            self._held_bytes += size
+            self._update_reading()
+            return
+        super().ampBoxReceived(box)
+
+    def _run_held(self) -> None:
+        """
+        Answer held commands while there is room.
+        """
+        if self._running_held:
+            return  # the loop below goes on
+        self._running_held = True
+        try:
+            while (
+                self._held
+                and not self._busy()
+                and not self._stopped
+                and not self.broken
+            ):
+                box, size = self._held.popleft()
+                self._held_bytes -= size
+                try:
+                    super().ampBoxReceived(box)
+                except Exception as e:
+                    # As GuardedAMP.dataReceived does for the boxes it reads.
+                    self._broken(f"{type(e).__name__}: {e}" if str(e) else repr(e))
+        finally:
+            self._running_held = False
+        self._update_reading()
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        try:
+            super().sendBox(box)
+        finally:
+            if amp.ANSWER in box or amp.ERROR in box:
+                self._answered()
+
+    def _answered(self) -> None:
+        self._commands -= 1
+        if self._writes_full:
+            self._unsent += 1
+        self._run_held()
 
     def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
         # A command whose arguments do not parse fails outside our responders:
@@ -289,8 +443,26 @@ class DispatcherAMP(GuardedAMP):
                 amp.RemoteAmpError(b"BAD_REQUEST", message[:1000], fatal=True)
             )
 
+        self._commands += 1
         result: Deferred[Any] = super().dispatchCommand(box)
-        return result.addErrback(bad_request)
+        result.addErrback(bad_request)
+        if amp.ASK not in box:
+            # No answer will be sent: it is done when it is.
+            result.addBoth(self._no_answer)
+        return result
+
+    def _no_answer(self, result: Any) -> None:
+        # A command sent without _ask: its failure has no one to go to (AMP
+        # would log it as unhandled, with a traceback, and drop the peer).
+        # One whose arguments do not parse still drops the peer, as answered
+        # BAD_REQUEST does.
+        self._commands -= 1
+        if isinstance(result, Failure):
+            value = result.value
+            if isinstance(value, amp.RemoteAmpError) and value.fatal:
+                self._broken(f"a command that does not parse: {value.description}")
+                return
+        self._run_held()
 
     # --- commands ---------------------------------------------------------------------
 
@@ -316,10 +488,10 @@ class DispatcherAMP(GuardedAMP):
         if reserved:
             raise BadKeywordError(f"reserved keyword names: {', '.join(reserved)}")
         try:
-            value = decode_result(event)
+            value = decode_finite(event)
         except Exception as e:
             raise BadEventError(
-                f"the event is not JSON: {type(e).__name__}: {e}"
+                f"the event is not JSON with finite numbers: {type(e).__name__}: {e}"
             ) from None
         if within is not None:
             fired = self._follow_up(within, event, matched)
@@ -420,6 +592,9 @@ class DispatcherAMP(GuardedAMP):
                 )
             else:
                 self.handler_ids[handler_id] = name
+                self.handler_matches[handler_id] = {
+                    k: to_table(v) for k, v in spec.items()
+                }
                 _log.info(
                     "connection {number} serves handler {handler_id} {handler} "
                     "in phase {phase}",
@@ -448,20 +623,29 @@ class DispatcherAMP(GuardedAMP):
             max_in_flight=factory.max_in_flight_per_connection,
             max_queued=factory.max_queued_per_connection,
             on_protocol_error=self._broken,
+            on_removed=self._handler_removed,
         )
         self.dispatcher.add_pool(self.pool_name, self.pool).addErrback(
             lambda f: _log.failure("starting pool {pool}", f, pool=self.pool_name)
         )
+
+    def _handler_removed(self, handler_id: int) -> None:
+        # However it went (UnregisterHandler, max_calls used up, expiry), a
+        # removed handler no longer counts toward this connection's cap.
+        self.handler_ids.pop(handler_id, None)
+        self.handler_matches.pop(handler_id, None)
 
     @UnregisterHandler.responder
     def unregister_handler(self, handler_id: int) -> Deferred[dict[str, Any]]:
         """
         L{UnregisterHandler}: only a handler this connection registered.
         """
+        self.handler_matches.pop(handler_id, None)
         if self.handler_ids.pop(handler_id, None) is None:
             return fail(
                 UnknownHandlerError(
-                    f"handler {handler_id} was not registered by this connection"
+                    f"handler {handler_id} is not one this connection serves: "
+                    "never registered here, or already removed"
                 )
             )
 
@@ -480,16 +664,33 @@ class DispatcherAMP(GuardedAMP):
         Every live handler: C{handler_id}, C{handler}, C{phase}, C{pool},
         C{match}, C{max_calls}, C{timeout}, C{calls}, C{failures}, C{p50},
         C{p90}, C{p99} and C{mine} (this connection serves it).
+
+        C{match} is a handler's spec with operators as tables, as registered
+        over AMP (C{null} values too), else the keywords it constrains;
+        C{timeout} is the one its invocations get: its own, else its pool's
+        default (C{None} for a pool that has none).
         """
+        registered: dict[int, dict[str, Any]] = {}
+        for connection in self.factory.connections:
+            registered.update(connection.handler_matches)
+        pools = self.dispatcher.pools()
+
+        def effective_timeout(timeout: float | None, pool: str) -> float | None:
+            if timeout is not None:
+                return timeout
+            default = getattr(pools.get(pool), "default_timeout", None)
+            return float(default) if isinstance(default, (int, float)) else None
+
         listing = [
             {
                 "handler_id": info.handler_id,
                 "handler": info.handler,
                 "phase": info.phase,
                 "pool": info.pool,
-                "match": {k: to_table(v) for k, v in info.match_spec.items()},
+                "match": registered.get(info.handler_id)
+                or {k: to_table(v) for k, v in info.match_spec.items()},
                 "max_calls": info.max_calls,
-                "timeout": info.timeout,
+                "timeout": effective_timeout(info.timeout, info.pool),
                 "calls": info.calls,
                 "failures": info.failures,
                 "p50": info.p50,
@@ -499,7 +700,7 @@ class DispatcherAMP(GuardedAMP):
             }
             for info in self.dispatcher.handlers()
         ]
-        return {"handlers": encode_items(listing, "match")}
+        return {"handlers": peer_json(encode_items(listing, "match"))}
 
 
 class DispatcherAMPFactory(ServerFactory):
@@ -522,6 +723,10 @@ class DispatcherAMPFactory(ServerFactory):
         registration gave no timeout.
     @param max_handlers_per_connection: handlers one peer may register.
     @param max_fires_per_connection: events one peer may have in flight.
+    @param max_commands_per_connection: commands of one peer answered at once
+        (running, or answered while it does not read its answers); later ones
+        wait unanswered, and past L{MAX_HELD_BYTES} of them the peer is not
+        read until there is room.
     @param max_connections: connections served at once; more are closed.
     @param allowed_peers: if set, a peer must present a TLS client certificate
         whose subject common name or a DNS subject alternative name is one of
@@ -544,6 +749,7 @@ class DispatcherAMPFactory(ServerFactory):
         default_timeout: float = 60.0,
         max_handlers_per_connection: int = 256,
         max_fires_per_connection: int = 1024,
+        max_commands_per_connection: int = 64,
         max_connections: int = 256,
         allowed_peers: Collection[str] | None = None,
     ) -> None:
@@ -553,6 +759,8 @@ class DispatcherAMPFactory(ServerFactory):
             reactor = default_reactor
         if max_in_flight_per_connection < 1:
             raise ValueError("max_in_flight_per_connection must be at least 1")
+        if max_commands_per_connection < 1:
+            raise ValueError("max_commands_per_connection must be at least 1")
         self.dispatcher = dispatcher
         self.reactor = reactor
         self.max_in_flight_per_connection = max_in_flight_per_connection
@@ -567,6 +775,7 @@ class DispatcherAMPFactory(ServerFactory):
         self.default_timeout = default_timeout
         self.max_handlers_per_connection = max_handlers_per_connection
         self.max_fires_per_connection = max_fires_per_connection
+        self.max_commands_per_connection = max_commands_per_connection
         self.max_connections = max_connections
         self.allowed_peers = None if allowed_peers is None else frozenset(allowed_peers)
         self.connections: set[DispatcherAMP] = set()

@@ -22,12 +22,14 @@ Command the dispatcher sends to an external process that registered a handler
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, ClassVar
 
 from twisted.protocols import amp
 
+from actordispatch._codec import finite_float, peer_json, refuse_constant
 from actordispatch._commands import ChunkedBytes
 from actordispatch._errors import (
     ActorDispatchError,
@@ -200,27 +202,63 @@ class Invoke(amp.Command):
     errors = {RemoteHandlerError: b"HANDLER_ERROR"}
 
 
+class _KeepErrorCodes(dict[bytes, Any]):
+    """
+    A command's C{reverseErrors} that keeps the peer's error code: AMP turns
+    a code the command does not declare into L{amp.UnknownRemoteError}, whose
+    code is C{UNKNOWN} and whose message is C{"Code<UNKNOWN>: description"};
+    here such a code builds an L{amp.RemoteAmpError} with the peer's own code
+    and description.
+    """
+
+    def get(self, code: bytes, default: Any = None) -> Any:
+        if code in self:
+            return self[code]
+        return functools.partial(amp.RemoteAmpError, code)
+
+
+# Set by AMP's Command metaclass, which its type stubs do not say.
+Invoke.reverseErrors = _KeepErrorCodes(Invoke.reverseErrors)  # type: ignore[attr-defined]
+
+
+def peer_error_message(error: Exception) -> str:
+    """
+    The message of an error outcome for an AMP error a peer answered with a
+    code other than C{HANDLER_ERROR}: its code, a colon and its description
+    (C{"WEIRD: weird description"}).  AMP's own C{UNHANDLED} (the peer does
+    not implement the command) arrives as L{amp.UnhandledCommand}, which
+    carries the same two.
+    """
+    if isinstance(error, amp.RemoteAmpError):
+        code, description = error.errorCode, error.description
+    else:
+        code, description = (error.args + (b"", ""))[:2]
+    if isinstance(code, bytes):
+        code = code.decode("ascii", "backslashreplace")
+    if isinstance(description, bytes):
+        description = description.decode("utf-8", "replace")
+    return f"{code}: {description}"
+
+
 # --- JSON helpers -----------------------------------------------------------------
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _json_object(
     text: str | None, what: str, operators: bool = False
 ) -> dict[str, Any]:
     """
-    A JSON object of scalars (strings, numbers, booleans, nulls), or, with
-    C{operators}, of scalars and operator tables (L{from_table}), which it
-    turns into operators.
+    A JSON object of scalars (strings, finite numbers, booleans, nulls), or,
+    with C{operators}, of scalars and operator tables (L{from_table}), which
+    it turns into operators.
 
     @raise ValueError: naming C{what} and the problem.
     """
     if text is None or text == "":
         return {}
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(
+            text, parse_constant=refuse_constant, parse_float=finite_float
+        )
     except (ValueError, RecursionError) as e:
         raise ValueError(f"{what} is not JSON: {e}") from None
     if not isinstance(value, dict):
@@ -240,7 +278,9 @@ def _json_object(
 
 
 def _encode_outcomes(result: DispatchResult) -> bytes:
-    return encode_items([outcome_to_json(o) for o in result.outcomes], "value")
+    return peer_json(
+        encode_items([outcome_to_json(o) for o in result.outcomes], "value")
+    )
 
 
 def _parse_handler_error(description: str) -> tuple[str, str, str | None]:

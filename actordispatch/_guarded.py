@@ -91,6 +91,11 @@ class GuardedAMP(amp.AMP):
             return
         if self.broken:
             return
+        if self.paused:
+            # We stopped reading (flow control): what is left unparsed waits
+            # for us, not for the peer.
+            self._cancel_stall()
+            return
         if self._unprocessed or self._currentBox is not None:
             # Half a frame: it must be completed soon.
             if self._stall is None or not self._stall.active():

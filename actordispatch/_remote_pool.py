@@ -18,16 +18,17 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import decode_result, encode_event
+from actordispatch._codec import decode_finite, peer_json
 from actordispatch._external_wire import (
     Invoke,
     RemoteHandlerError,
     _parse_handler_error,
+    peer_error_message,
 )
 from actordispatch._invocation import Invocation
 from actordispatch._result import HandlerOutcome
 from actordispatch._veto import MAX_VETO_REASON
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IRoutedPool
 
 _log = Logger()
 
@@ -46,11 +47,15 @@ class _RemoteCall:
     timer: Any = None
 
 
-@implementer(IHandlerPool)
+@implementer(IRoutedPool)
 class RemotePool:
     """
     The L{IHandlerPool} of one external process connected over AMP: every
     invocation becomes an L{Invoke} call on its connection.
+
+    It is an L{IRoutedPool} only to learn of every removal of one of its
+    handlers (L{unbind}), the dispatcher's own included (C{max_calls} used
+    up, expiry): it routes nothing itself, every spec is fine with it.
 
     At most C{max_in_flight} calls are outstanding at once; more wait in a
     queue of at most C{max_queued}, and an invocation beyond that ends at once
@@ -68,6 +73,8 @@ class RemotePool:
         set no timeout.
     @param on_protocol_error: called with a reason when the peer answered
         something the protocol forbids (the connection is then dropped).
+    @param on_removed: called with the id of each of its handlers the
+        dispatcher removes, for whatever reason.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class RemotePool:
         max_in_flight: int = 16,
         max_queued: int = 1024,
         on_protocol_error: Any = None,
+        on_removed: Any = None,
     ) -> None:
         if max_in_flight < 1 or max_queued < 0:
             raise ValueError("max_in_flight must be >= 1 and max_queued >= 0")
@@ -90,6 +98,7 @@ class RemotePool:
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self._on_protocol_error = on_protocol_error
+        self._on_removed = on_removed
         self._in_flight: set[_RemoteCall] = set()
         self._queue: deque[_RemoteCall] = deque()
         self._lost: str | None = None
@@ -154,6 +163,28 @@ class RemotePool:
         Succeed at once: the peer registered the handler, so it serves it.
         """
         return succeed(self.peer_pid or 0)
+
+    # --- IRoutedPool: told of every registration and removal ------------------
+
+    def check_spec(self, phase: str, spec: Any) -> None:
+        """
+        Every spec will do: the dispatcher routes, this pool only runs.
+        """
+
+    def bind(
+        self, handler_id: int, handler: str, phase: str, spec: Any
+    ) -> Deferred[None]:
+        """
+        Succeed at once: the peer registered the handler, so it serves it.
+        """
+        return succeed(None)
+
+    def unbind(self, handler_id: int) -> None:
+        """
+        The dispatcher removed handler C{handler_id}: say so to C{on_removed}.
+        """
+        if self._on_removed is not None:
+            self._on_removed(handler_id)
 
     def abort(self, message: str) -> None:
         """
@@ -258,15 +289,16 @@ class RemotePool:
 
     def _plain_event(self, event: bytes) -> bytes:
         """
-        The event as plain JSON: the codec's tags for tuples, records, dates...
-        become lists, objects and strings, since a peer need not know them.
-        (Every invocation of one event shares its bytes: convert once.)
+        The event as a peer reads it (L{peer_json}): the codec's tags for
+        tuples, records, dates... become lists, objects and strings, since a
+        peer need not know them.  (Every invocation of one event shares its
+        bytes: convert once.)
         """
         if b'"__ad__"' not in event:
             return event
         if event is not self._last_raw:
             try:
-                plain = encode_event(decode_result(event), max_size=len(event) * 4)
+                plain = peer_json(event)
             except Exception:
                 plain = event
             self._last_raw, self._last_plain = event, plain
@@ -337,9 +369,9 @@ class RemotePool:
         if isinstance(pid, int):
             self.peer_pid = pid
         try:
-            value = decode_result(response["value"])
+            value = decode_finite(response["value"])
         except Exception as e:
-            self._protocol_error(call, f"an Invoke answer that is not JSON: {e}")
+            self._protocol_error(call, f"an Invoke answer whose value is not JSON: {e}")
             return
         duration = response.get("duration")
         if not (isinstance(duration, float) and math.isfinite(duration)):
@@ -366,11 +398,11 @@ class RemotePool:
                 "error", error_type=kind, error_message=message, duration=duration
             )
             outcome = evolve(outcome, traceback=tb, pid=self.peer_pid)
-        elif reason.check(amp.RemoteAmpError):
+        elif reason.check(amp.RemoteAmpError, amp.UnhandledCommand):
             outcome = inv.outcome(
                 "error",
                 error_type="actordispatch.RemoteError",
-                error_message=reason.getErrorMessage(),
+                error_message=peer_error_message(reason.value),  # type: ignore[arg-type]
                 duration=duration,
                 pid=self.peer_pid,
             )

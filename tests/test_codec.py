@@ -27,6 +27,7 @@ from actordispatch._codec import (
     TAG,
     decode_batch,
     decode_event,
+    decode_finite,
     decode_records,
     decode_result,
     encode_batch,
@@ -34,6 +35,7 @@ from actordispatch._codec import (
     encode_outcome_record,
     encode_value,
     join_records,
+    peer_json,
 )
 from actordispatch._errors import EventEncodingError, EventTooLargeError
 
@@ -625,6 +627,109 @@ class DecodeResultTests(SynchronousTestCase):
                 tracemalloc.stop()
         self.assertEqual(decoded, raw)
         self.assertLess(peak - before, 1 * MIB)
+
+
+class DecodeFiniteTests(SynchronousTestCase):
+    def test_refuses_non_finite(self) -> None:
+        """
+        decode_finite refuses NaN, the infinities and numbers beyond a float's
+        range (which decode_result reads as infinity), anywhere in the value,
+        tagged or not, with a ValueError naming the number.
+        """
+        for number in ("NaN", "Infinity", "-Infinity", "1e400", "-1e400"):
+            for text in (
+                number,
+                '{"a": [1, N]}'.replace("N", number),
+                '{"t": {"__ad__": "tuple", "items": [N]}}'.replace("N", number),
+            ):
+                with self.assertRaises(ValueError) as raised:
+                    decode_finite(text.encode())
+                self.assertIn(number.lstrip("-")[:3], str(raised.exception))
+        self.assertEqual(decode_result(b"1e400"), math.inf)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(st.text(max_size=8), children, max_size=4)
+            ),
+            max_leaves=20,
+        )
+    )
+    def test_same_as_decode_result(self, value: Any) -> None:
+        """
+        Where every number is finite, decode_finite decodes what decode_result
+        decodes, to the same value.
+        """
+        data = json.dumps(value).encode()
+        self.assertEqual(decode_finite(data), decode_result(data))
+
+    def test_tags_plain(self) -> None:
+        """
+        Tags become plain values as decode_result makes them.
+        """
+        data = json.dumps({"t": {TAG: "tuple", "items": [1, 2.5]}}).encode()
+        self.assertEqual(decode_finite(data), {"t": [1, 2.5]})
+
+
+def _tags(value: Any) -> set[str]:
+    """
+    The kinds of every tag in a decoded JSON value.
+    """
+    if isinstance(value, list):
+        return set().union(*map(_tags, value)) if value else set()
+    if isinstance(value, dict):
+        found = {value[TAG]} if isinstance(value.get(TAG), str) else set()
+        return found.union(*map(_tags, value.values()))
+    return set()
+
+
+_peer_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.dates(),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(
+            st.sampled_from([TAG, "a", "b"]) | st.integers() | st.tuples(st.integers()),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+class PeerJsonTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(_peer_values)
+    def test_two_tags(self, value: Any) -> None:
+        """
+        peer_json leaves only the bytes and mapping tags, and loses nothing
+        that decode_result keeps: both decode to the same value.
+        """
+        data = encode_event(value)
+        plain = peer_json(data)
+        self.assertLessEqual(_tags(json.loads(plain)), {"bytes", "dict"})
+        self.assertEqual(decode_result(plain), decode_result(data))
+
+    def test_untagged_as_is(self) -> None:
+        """
+        JSON without tags comes back as the very same bytes.
+        """
+        data = encode_event({"a": [1, 2.5, "x"]})
+        self.assertIs(peer_json(data), data)
 
 
 class BatchTests(SynchronousTestCase):

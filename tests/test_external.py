@@ -40,7 +40,7 @@ from actordispatch._external import (
     listen,
 )
 from actordispatch._invocation import Invocation
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IHandlerPool, IRoutedPool
 from actordispatch.testing import FakeCall, FakePool
 
 LOCAL = "tests.test_external:local_handler"
@@ -427,6 +427,29 @@ class RegisterTests(SynchronousTestCase):
             b"OVERLOADED",
         )
 
+    def test_handlers_cap_after_max_calls(self) -> None:
+        """
+        A handler the dispatcher removed itself (its max_calls used up) no
+        longer counts toward max_handlers_per_connection: the peer can
+        register another in its place, and unregistering the removed one
+        fails with UNKNOWN_HANDLER.
+        """
+        h = Harness(self, max_handlers_per_connection=2)
+        once = h.register("once", max_calls=1)
+        h.register("stays")
+        result = h.fire(1)
+        h.answer(0, "once")
+        h.answer(1, "stays")
+        self.assertTrue(self.successResultOf(result).ok)
+        self.assertNotIn(once, [i.handler_id for i in h.dispatcher.handlers()])
+        h.register("another")
+        self.assertEqual(
+            h.error(RegisterHandler, name="third", phase="during"), b"OVERLOADED"
+        )
+        self.assertEqual(
+            h.error(UnregisterHandler, handler_id=once), b"UNKNOWN_HANDLER"
+        )
+
     def test_unregister(self) -> None:
         """
         UnregisterHandler removes the peer's own handler; an id it did not
@@ -511,6 +534,176 @@ class RegisterTests(SynchronousTestCase):
             self.assertIn(fragment, description)
 
 
+class FiniteNumberTests(SynchronousTestCase):
+    """
+    The protocol's numbers are finite: C{NaN}, C{Infinity} and numbers beyond
+    a float's range (C{1e400}, which Python's JSON reader turns into
+    infinity) are refused wherever a peer sends JSON, with that place's
+    error code.
+    """
+
+    NON_FINITE = ("1e400", "-1e400", "NaN", "Infinity", "-Infinity")
+
+    def test_fire_keywords(self) -> None:
+        """
+        Fired keywords with a number that is not finite fail with
+        BAD_KEYWORD, and nothing is fired.
+        """
+        h = Harness(self)
+        for number in self.NON_FINITE:
+            keywords = '{"user": N}'.replace("N", number)
+            self.assertEqual(
+                h.error(Fire, event=b"{}", keywords=keywords), b"BAD_KEYWORD", number
+            )
+        self.assertEqual(h.dispatcher.stats().accepted, 0)
+
+    def test_fire_event(self) -> None:
+        """
+        An event with a number that is not finite, anywhere in it, fails with
+        BAD_EVENT, fired as a follow-up (C{within}) too.
+        """
+        h = Harness(self)
+        handler_id = h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        invoked = h.fire({}, kind="ext")
+        for number in self.NON_FINITE:
+            for event in (number, '{"a": [1, {"b": N}]}'.replace("N", number)):
+                self.assertEqual(
+                    h.error(Fire, event=event.encode()), b"BAD_EVENT", event
+                )
+                self.assertEqual(
+                    h.error(Fire, event=event.encode(), within=handler_id),
+                    b"BAD_EVENT",
+                    event,
+                )
+        self.assertEqual(h.dispatcher.stats().accepted, 1)
+        h.answer(0, None)
+        self.assertTrue(self.successResultOf(invoked).ok)
+
+    def test_register_match(self) -> None:
+        """
+        A match spec with a number that is not finite, as a value or inside
+        an operator table, fails with BAD_HANDLER and registers nothing.
+        """
+        h = Harness(self)
+        for number in self.NON_FINITE:
+            for match in (
+                '{"user": N}'.replace("N", number),
+                '{"user": {"in": [1, N]}}'.replace("N", number),
+                '{"user": {"not": N}}'.replace("N", number),
+            ):
+                error = h.error(RegisterHandler, name="n", phase="during", match=match)
+                self.assertEqual(error, b"BAD_HANDLER", match)
+        self.assertEqual(h.dispatcher.handlers(), [])
+
+    def test_invoke_answer(self) -> None:
+        """
+        An Invoke answer whose value holds a number that is not finite cannot
+        be parsed: the invocation ends "crashed" (ProtocolError) and the peer
+        is dropped, as for a value that is not JSON.
+        """
+        for number in self.NON_FINITE:
+            h = Harness(self)
+            h.register()
+            result = h.fire(1)
+            value = '{"v": [N]}'.replace("N", number).encode()
+            h.peer.invocations[0][1].callback({"value": value})
+            h.pump.flush()
+            [outcome] = self.successResultOf(result).outcomes
+            self.assertEqual(
+                (outcome.status, outcome.error_type),
+                ("crashed", "actordispatch.ProtocolError"),
+                number,
+            )
+            self.assertIn("not JSON", outcome.error_message or "")
+            self.assertTrue(h.closed, number)
+
+
+class WireFormTests(SynchronousTestCase):
+    """
+    What the dispatcher writes is what docs/amp-protocol.rst says it writes.
+    """
+
+    def test_event_tags(self) -> None:
+        """
+        An event reaches the peer as plain JSON but for the two tags the
+        protocol page names: bytes, and a mapping whose keys are not all
+        strings, whose keys are plain JSON too (a tuple key is a list, not a
+        nested tag); an object that has the tag's own key is wrapped in the
+        mapping tag, so that the peer never takes data for a tag.
+        """
+        h = Harness(self)
+        h.register()
+        h.fire(
+            {
+                "k": {(1, 2): "x", 3: ("y", frozenset({4}))},
+                "raw": {"__ad__": "bytes", "b64": "not a tag"},
+                "b": b"hi",
+            }
+        )
+        self.assertEqual(
+            h.peer.invocations[0][0]["event"],
+            {
+                "k": {"__ad__": "dict", "items": [[[1, 2], "x"], [3, ["y", [4]]]]},
+                "raw": {
+                    "__ad__": "dict",
+                    "items": [["__ad__", "bytes"], ["b64", "not a tag"]],
+                },
+                "b": {"__ad__": "bytes", "b64": "aGk="},
+            },
+        )
+
+    def test_outcome_values(self) -> None:
+        """
+        Values in Fire's outcomes follow the same rule as events: a tuple is
+        a list, in a mapping's keys too.
+        """
+        import datetime
+
+        h = Harness(self)
+        h.local.answer = lambda call: call.succeed(
+            {"t": (1, 2), "d": datetime.date(2024, 5, 1), "m": {(1, 2): (3, 4)}}
+        )
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        answer = h.result(Fire, event=b"{}")
+        [outcome] = json.loads(answer["outcomes"])
+        self.assertEqual(
+            outcome["value"],
+            {
+                "t": [1, 2],
+                "d": "2024-05-01",
+                "m": {"__ad__": "dict", "items": [[[1, 2], [3, 4]]]},
+            },
+        )
+
+    def test_listed_timeout(self) -> None:
+        """
+        ListHandlers shows the timeout an external handler's Invoke carries:
+        its own, else the factory's default_timeout (never null for them).
+        """
+        h = Harness(self, default_timeout=7.5)
+        default = h.register("default")
+        own = h.register("own", timeout=2.5)
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        timeouts = {entry["handler_id"]: entry["timeout"] for entry in listing}
+        self.assertEqual(timeouts, {default: 7.5, own: 2.5})
+        h.fire(1)
+        carried = {a["handler_id"]: a["timeout"] for a, _ in h.peer.invocations}
+        self.assertEqual(carried, timeouts)
+
+    def test_listed_null_match(self) -> None:
+        """
+        A match spec registered with a null value (no constraint) lists as
+        registered, null included; the handler still takes any value there.
+        """
+        h = Harness(self)
+        match = {"user": None, "kind": {"in": ["a", "b"]}}
+        handler_id = h.register("work", match=json.dumps(match))
+        [entry] = json.loads(h.result(ListHandlers)["handlers"])
+        self.assertEqual((entry["handler_id"], entry["match"]), (handler_id, match))
+        h.fire(1, kind="a", user="anyone")
+        self.assertEqual(len(h.peer.invocations), 1)
+
+
 class FollowUpTests(SynchronousTestCase):
     def test_fire_within_an_invoke(self) -> None:
         """
@@ -588,6 +781,48 @@ class OutcomeTests(SynchronousTestCase):
         [outcome] = self.successResultOf(result).outcomes
         self.assertEqual(outcome.status, "error")
         self.assertEqual(outcome.error_message, "plain words")
+
+    def test_unknown_error_code(self) -> None:
+        """
+        An Invoke answered with an error code other than HANDLER_ERROR is an
+        "error" outcome of type actordispatch.RemoteError whose message keeps
+        the peer's code and description ("CODE: description"); the peer
+        stays connected.
+        """
+        h = Harness(self)
+        h.register()
+        result = h.fire(1)
+        error = amp.RemoteAmpError(b"WEIRD", "weird description")
+        h.peer.invocations[0][1].errback(error)
+        h.pump.flush()
+        [outcome] = self.successResultOf(result).outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type, outcome.error_message),
+            ("error", "actordispatch.RemoteError", "WEIRD: weird description"),
+        )
+        self.assertFalse(h.closed)
+
+    def test_invoke_unhandled(self) -> None:
+        """
+        A peer that registers a handler but does not implement Invoke answers
+        AMP's UNHANDLED: an "error" outcome of type actordispatch.RemoteError
+        whose message starts with that code, and the peer stays connected.
+        """
+        h = Harness(self)
+        peer, _, h.pump = connectedServerAndClient(
+            lambda: h.factory.buildProtocol(None), amp.AMP
+        )
+        h.result(RegisterHandler, peer=peer, name="work", phase="during")
+        [outcome] = self.successResultOf(h.fire(1)).outcomes
+        self.assertEqual(
+            (outcome.status, outcome.error_type),
+            ("error", "actordispatch.RemoteError"),
+        )
+        self.assertTrue(
+            (outcome.error_message or "").startswith("UNHANDLED: "),
+            outcome.error_message,
+        )
+        self.assertEqual(len(h.dispatcher.handlers()), 1)
 
     def test_timeout(self) -> None:
         """
@@ -770,6 +1005,170 @@ class CapTests(SynchronousTestCase):
         self.assertEqual(h.dispatcher.handlers(), [])
 
 
+class FlowControlTests(SynchronousTestCase):
+    """
+    What a peer that does not read its answers, or sends commands faster than
+    they are answered, can make the dispatcher hold is bounded: see also
+    tests/integration/test_external.py, which measures it over TCP.
+    """
+
+    def test_commands_held(self) -> None:
+        """
+        Beyond max_commands_per_connection commands being answered, later
+        ones wait unanswered, and run in order as answers free room.
+        """
+        h = Harness(
+            self,
+            max_commands_per_connection=2,
+            dispatcher_options={"max_in_flight": 10},
+        )
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        fired = [h.call(Fire, event=str(n).encode()) for n in range(4)]
+        self.assertEqual(len(h.local.calls), 2)
+        h.local.pending()[0].succeed("first")
+        h.pump.flush()
+        self.assertEqual(len(h.local.calls), 3)
+        for call in h.local.pending():
+            call.succeed("later")
+        h.pump.flush()
+        h.local.pending()[0].succeed("last")
+        h.pump.flush()
+        events = [decode_event(call.invocation.event) for call in h.local.calls]
+        self.assertEqual(events, [0, 1, 2, 3])
+        for d in fired:
+            self.assertTrue(self.successResultOf(d)["ok"])
+
+    def test_invoke_answers_not_held(self) -> None:
+        """
+        A peer whose commands are held still gets its Invoke answers read: it
+        can fire events its own handler serves, more than the cap at once.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        keywords = json.dumps({"kind": "ext"})
+        fired = [h.call(Fire, event=b"1", keywords=keywords) for _ in range(3)]
+        for index in range(3):
+            self.assertEqual(len(h.peer.invocations), index + 1)
+            h.answer(index, index)
+        for d in fired:
+            self.assertTrue(self.successResultOf(d)["ok"])
+
+    def test_follow_up_not_held(self) -> None:
+        """
+        A Fire with C{within} (a follow-up of an Invoke the peer is answering)
+        is never held behind other commands, which may wait for that Invoke.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        handler_id = h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        self.successResultOf(
+            h.dispatcher.add_event_handler(LOCAL, "during", kind="local")
+        )
+        invoked = h.fire({}, kind="ext")
+        keywords = json.dumps({"kind": "local"})
+        queued = h.call(Fire, event=b"1", keywords=keywords)  # waits for invoked
+        self.assertNoResult(queued)
+        follow_up = h.call(Fire, event=b"2", keywords=keywords, within=handler_id)
+        self.assertTrue(self.successResultOf(follow_up)["ok"])
+        h.answer(0, "done")
+        self.assertTrue(self.successResultOf(invoked).ok)
+        self.assertTrue(self.successResultOf(queued)["ok"])
+
+    def test_paused_while_buffer_full(self) -> None:
+        """
+        While the transport says its buffer is full (pauseProducing), nothing
+        more the peer sends is read, and the frame timeout does not run;
+        answers written meanwhile count as being answered; once the buffer
+        drains (resumeProducing), what was sent is read and answered.
+        """
+        h = Harness(
+            self,
+            max_commands_per_connection=2,
+            frame_timeout=3.0,
+            dispatcher_options={"max_in_flight": 10},
+        )
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        first = [h.call(Fire, event=b"1") for _ in range(2)]
+        h.server.pauseProducing()
+        self.assertTrue(h.server.paused)
+        listed = h.call(ListHandlers)
+        h.clock.advance(10)
+        self.assertNoResult(listed)
+        self.assertFalse(h.server.broken)
+        for call in h.local.pending():
+            call.succeed(1)
+        h.pump.flush()
+        for d in first:
+            self.assertTrue(self.successResultOf(d)["ok"])
+        h.server.resumeProducing()
+        h.pump.flush()
+        self.assertFalse(h.server.paused)
+        self.assertEqual(len(json.loads(self.successResultOf(listed)["handlers"])), 1)
+
+    def test_answer_boxes_not_held(self) -> None:
+        """
+        A box with an error's key is an error to AMP, whatever else it has:
+        it is never held as a command, and one answering nothing drops the
+        peer at once.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        h.local.answer = None
+        self.successResultOf(h.dispatcher.add_event_handler(LOCAL, "during"))
+        fired = h.call(Fire, event=b"1")
+        box = amp.AmpBox(
+            _command=b"Fire",
+            _error=b"404",
+            _error_code=b"X",
+            _error_description=b"none",
+        )
+        h.peer.transport.write(box.serialize())  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertTrue(h.server.broken)
+        self.assertTrue(h.closed)
+        self.failureResultOf(fired)
+
+    def test_malformed_command_without_ask(self) -> None:
+        """
+        A command that does not parse and asks for no answer drops the peer,
+        as one answered BAD_REQUEST does, without an unhandled error (AMP
+        would log its traceback).
+        """
+        h = Harness(self)
+        box = amp.AmpBox(_command=b"Fire", keywords=b"{}")  # no event, no _ask
+        h.peer.transport.write(box.serialize())  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertTrue(h.server.broken)
+        self.assertTrue(h.closed)
+
+    def test_lost_with_commands_held(self) -> None:
+        """
+        Commands held when the connection drops are never run: a held
+        RegisterHandler does not bring the peer's pool back.
+        """
+        h = Harness(self, max_commands_per_connection=1)
+        h.register("work", "during", match=json.dumps({"kind": "ext"}))
+        fired = h.call(Fire, event=b"1", keywords=json.dumps({"kind": "ext"}))
+        held = h.call(RegisterHandler, name="more", phase="during")
+        self.assertEqual(len(h.peer.invocations), 1)
+        h.peer.transport.loseConnection()  # type: ignore[union-attr]
+        h.pump.flush()
+        self.assertEqual(sorted(h.dispatcher.pools()), ["default"])
+        self.assertEqual(h.dispatcher.handlers(), [])
+        self.failureResultOf(fired)
+        self.failureResultOf(held)
+
+    def test_producer_registered(self) -> None:
+        """
+        The connection registers itself with its transport as a streaming
+        producer, which is how the transport tells it its buffer is full.
+        """
+        h = Harness(self)
+        transport: Any = h.server.transport
+        self.assertIs(transport.producer, h.server)
+        self.assertTrue(transport.streamingProducer)
+
+
 class RemotePoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -790,9 +1189,11 @@ class RemotePoolTests(SynchronousTestCase):
 
     def test_interface(self) -> None:
         """
-        RemotePool provides IHandlerPool; check_handler succeeds at once.
+        RemotePool provides IHandlerPool, and IRoutedPool (to learn of
+        removals); check_handler succeeds at once.
         """
         verifyObject(IHandlerPool, self.pool)
+        verifyObject(IRoutedPool, self.pool)
         self.assertEqual(self.successResultOf(self.pool.check_handler("x:y")), 0)
         self.assertIsNone(self.successResultOf(self.pool.start()))
 
@@ -826,14 +1227,15 @@ class RemotePoolTests(SynchronousTestCase):
 
     def test_unknown_remote_error(self) -> None:
         """
-        An AMP error other than HANDLER_ERROR (say, the peer does not know
-        Invoke) is an "error" outcome of type actordispatch.RemoteError.
+        An AMP error other than HANDLER_ERROR (here AMP's own UNKNOWN) is an
+        "error" outcome of type actordispatch.RemoteError, "CODE: description".
         """
         running = self.pool.invoke(self.invocation(1))
-        self.sent[0][1].errback(amp.UnknownRemoteError("Unhandled Command: Invoke"))
+        self.sent[0][1].errback(amp.UnknownRemoteError("Unknown Error"))
         outcome = self.successResultOf(running)
         self.assertEqual(
-            (outcome.status, outcome.error_type), ("error", "actordispatch.RemoteError")
+            (outcome.status, outcome.error_type, outcome.error_message),
+            ("error", "actordispatch.RemoteError", "UNKNOWN: Unknown Error"),
         )
 
 

@@ -1,16 +1,22 @@
 """
 External processes over AMP, for real: a dispatcher with a real child pool
 listens on loopback; C{docs/examples/external_handler.py} runs as separate
-processes that serve as handlers and fire events; one is killed mid-event; and
-TLS with client certificates lets in only the right peers.
+processes that serve as handlers and fire events; one is killed mid-event;
+TLS with client certificates lets in only the right peers; and a peer that
+never reads its answers costs the dispatcher (in a process of its own,
+C{tests/integration/amp_server.py}) a bounded amount of memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
+import socket
+import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +25,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from actordispatch import EventDispatcher
 from actordispatch._external import TLSServerOptions, listen
@@ -254,3 +260,170 @@ class TLSTests(ExternalTestCase):
         [outcome] = result.outcomes
         self.assertEqual(outcome.status, "ok", outcome)
         self.assertEqual(outcome.value["pid"], server.pid)
+
+
+# --- a peer that never reads ------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def amp_box(**values: bytes) -> bytes:
+    """
+    One AMP box, as bytes on the wire.
+    """
+    out = b""
+    for key, value in values.items():
+        name = key.encode()
+        out += struct.pack("!H", len(name)) + name
+        out += struct.pack("!H", len(value)) + value
+    return out + b"\x00\x00"
+
+
+def read_box(sock: socket.socket) -> dict[bytes, bytes]:
+    """
+    Read one AMP box from a blocking socket (its timeout bounds the wait).
+    """
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("the dispatcher closed the connection")
+            data += chunk
+        return data
+
+    box = {}
+    while True:
+        (length,) = struct.unpack("!H", exactly(2))
+        if not length:
+            return box
+        key = exactly(length)
+        (length,) = struct.unpack("!H", exactly(2))
+        box[key] = exactly(length)
+
+
+def rss(pid: int) -> int:
+    """
+    The resident memory of process C{pid}, in bytes (Linux).
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class NonReadingPeerTests(SynchronousTestCase):
+    """
+    A peer that pipelines commands and never reads their answers costs the
+    dispatcher a bounded amount of memory: past a cap it stops reading from
+    that peer, and serves the others as before.
+    """
+
+    BUDGET = 32 * MIB
+
+    def start_server(self, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.amp_server", *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+        def stop() -> None:
+            assert server.stdin is not None
+            server.stdin.close()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            assert server.stdout is not None
+            server.stdout.close()
+
+        self.addCleanup(stop)
+        assert server.stdout is not None
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        line = server.stdout.readline().decode() if ready else ""
+        self.assertTrue(line.startswith("port "), f"the server said {line!r}")
+        return server, int(line.split()[1])
+
+    def connect(self, port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.addCleanup(sock.close)
+        return sock
+
+    def call(self, sock: socket.socket, **values: bytes) -> dict[bytes, bytes]:
+        """
+        Send one command and read its answer, which must not be an error.
+        """
+        sock.sendall(amp_box(_ask=b"1", **values))
+        answer = read_box(sock)
+        self.assertIn(b"_answer", answer, answer)
+        return answer
+
+    def flood(self, port: int, command: bytes, count: int) -> int:
+        """
+        From a new connection, pipeline C{count} boxes (C{command}: the
+        arguments after C{_ask}) and never read: send what the dispatcher
+        takes until it is all sent or nothing went for two seconds.
+
+        @return: the number of bytes sent.
+        """
+        sock = self.connect(port)
+        sock.setblocking(False)
+        data = b"".join(
+            amp_box(_ask=str(i).encode())[:-2] + command for i in range(count)
+        )
+        sent, idle_since = 0, time.monotonic()
+        while sent < len(data) and time.monotonic() - idle_since < 2:
+            _, writable, _ = select.select([], [sock], [], 0.2)
+            if writable:
+                try:
+                    sent += sock.send(data[sent : sent + 65536])
+                    idle_since = time.monotonic()
+                except BlockingIOError:
+                    pass
+        return sent
+
+    def assert_bounded(self, flood_command: bytes, count: int) -> None:
+        """
+        Start a dispatcher, warm it up with a well-behaved peer, flood it
+        from a peer that never reads, then check with the well-behaved peer
+        that it still serves, and that its memory grew by less than the
+        budget.
+        """
+        server, port = self.start_server("--handlers", "256")
+        good = self.connect(port)
+        for _ in range(3):
+            self.call(good, _command=b"ListHandlers")
+            self.call(good, _command=b"Fire", event=b"{}", keywords=b'{"kind": "big"}')
+        before = rss(server.pid)
+        self.assertGreater(self.flood(port, flood_command, count), 0)
+        # Round trips behind the flood: by their answers, the dispatcher has
+        # read what it was going to read of it, and answered what it could.
+        for _ in range(3):
+            self.call(good, _command=b"Fire", event=b"{}", keywords=b'{"kind": "big"}')
+            self.call(good, _command=b"ListHandlers")
+        grown = rss(server.pid) - before
+        self.assertLess(
+            grown, self.BUDGET, f"the dispatcher grew by {grown / MIB:.0f} MiB"
+        )
+
+    def test_list_handlers_flood(self) -> None:
+        """
+        Thousands of pipelined ListHandlers (each answer some 150 KB) from a
+        peer that never reads cost the dispatcher less than 32 MiB.
+        """
+        command = amp_box(_command=b"ListHandlers")
+        self.assert_bounded(command, 2000)
+
+    def test_fire_flood(self) -> None:
+        """
+        A thousand pipelined Fires whose answers arrive later (each some
+        100 KB) from a peer that never reads cost the dispatcher less than
+        32 MiB: their answers do not pile up unsent.
+        """
+        command = amp_box(_command=b"Fire", event=b"{}", keywords=b'{"kind": "big"}')
+        self.assert_bounded(command, 1000)
