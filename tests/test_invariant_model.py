@@ -296,7 +296,12 @@ class DispatcherModel:
 
     def stop(self, drain_timeout: int | None) -> None:
         if self.stopping:
-            return  # the first stop's drain timeout stands
+            # A later stop may shorten the drain, never lengthen it.
+            if drain_timeout is not None and not self.aborting:
+                deadline = self.now + drain_timeout
+                if self.drain_deadline is None or deadline < self.drain_deadline:
+                    self.drain_deadline = deadline
+            return
         self.running = False
         self.stopping = True
         if drain_timeout is not None:
