@@ -16,22 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from actordispatch._amqp_link import (
+    from actordispatch._amqp.link import (
         ClientTLS,
         delete_namespace,
     )
-    from actordispatch._amqp_pool import AMQPPool
-    from actordispatch._amqp_worker import WorkerHost
-    from actordispatch._config import (
-        ConfigError,
-        load_config,
-        parse_config,
-    )
-    from actordispatch._dispatcher import (
-        DispatcherStats,
-        EventDispatcher,
-    )
-    from actordispatch._errors import (
+    from actordispatch._amqp.pool import AMQPPool
+    from actordispatch._amqp.worker import WorkerHost
+    from actordispatch._core.errors import (
         ActorDispatchError,
         BrokerUnavailableError,
         EventEncodingError,
@@ -43,82 +34,91 @@ if TYPE_CHECKING:
         OverloadedError,
         ProtocolError,
     )
-    from actordispatch._external import (
-        DispatcherAMPFactory,
-        InsecureEndpointError,
-        RemotePool,
-        TLSServerOptions,
-        listen,
-    )
-    from actordispatch._invocation import Invocation
-    from actordispatch._match import (
+    from actordispatch._core.invocation import Invocation
+    from actordispatch._core.match import (
         Absent,
         Glob,
         In,
         Not,
         Present,
     )
-    from actordispatch._phase import Phase
-    from actordispatch._pool import AmpoulePool
-    from actordispatch._registry import (
+    from actordispatch._core.phase import Phase
+    from actordispatch._core.registry import (
         Explanation,
         HandlerInfo,
         Verdict,
     )
-    from actordispatch._result import (
+    from actordispatch._core.result import (
         STATUSES,
         DispatchResult,
         HandlerOutcome,
         Status,
     )
-    from actordispatch._sandbox import SandboxProfile
-    from actordispatch._service import DispatcherService
-    from actordispatch._veto import Veto
+    from actordispatch._core.sandbox import SandboxProfile
+    from actordispatch._core.veto import Veto
+    from actordispatch._dispatch.dispatcher import (
+        DispatcherStats,
+        EventDispatcher,
+    )
+    from actordispatch._external.server import (
+        DispatcherAMPFactory,
+        InsecureEndpointError,
+        RemotePool,
+        TLSServerOptions,
+        listen,
+    )
+    from actordispatch._local.pool import AmpoulePool
+    from actordispatch._service.config import (
+        ConfigError,
+        load_config,
+        parse_config,
+    )
+    from actordispatch._service.service import DispatcherService
 
 #: Where each public name is defined.
 _WHERE = {
-    "STATUSES": "actordispatch._result",
-    "AMQPPool": "actordispatch._amqp_pool",
-    "Absent": "actordispatch._match",
-    "ActorDispatchError": "actordispatch._errors",
-    "AmpoulePool": "actordispatch._pool",
-    "BrokerUnavailableError": "actordispatch._errors",
-    "ClientTLS": "actordispatch._amqp_link",
-    "ConfigError": "actordispatch._config",
-    "DispatchResult": "actordispatch._result",
-    "DispatcherAMPFactory": "actordispatch._external",
-    "DispatcherService": "actordispatch._service",
-    "DispatcherStats": "actordispatch._dispatcher",
-    "EventDispatcher": "actordispatch._dispatcher",
-    "EventEncodingError": "actordispatch._errors",
-    "EventTooLargeError": "actordispatch._errors",
-    "Explanation": "actordispatch._registry",
-    "FollowUpDepthError": "actordispatch._errors",
-    "FollowUpError": "actordispatch._errors",
-    "Glob": "actordispatch._match",
-    "HandlerImportError": "actordispatch._errors",
-    "HandlerInfo": "actordispatch._registry",
-    "HandlerOutcome": "actordispatch._result",
-    "In": "actordispatch._match",
-    "InsecureEndpointError": "actordispatch._external",
-    "Invocation": "actordispatch._invocation",
-    "Not": "actordispatch._match",
-    "NotRunningError": "actordispatch._errors",
-    "OverloadedError": "actordispatch._errors",
-    "Phase": "actordispatch._phase",
-    "Present": "actordispatch._match",
-    "ProtocolError": "actordispatch._errors",
-    "RemotePool": "actordispatch._external",
-    "SandboxProfile": "actordispatch._sandbox",
-    "Status": "actordispatch._result",
-    "TLSServerOptions": "actordispatch._external",
-    "Verdict": "actordispatch._registry",
-    "Veto": "actordispatch._veto",
-    "WorkerHost": "actordispatch._amqp_worker",
-    "delete_namespace": "actordispatch._amqp_link",
-    "listen": "actordispatch._external",
-    "load_config": "actordispatch._config",
-    "parse_config": "actordispatch._config",
+    "STATUSES": "actordispatch._core.result",
+    "AMQPPool": "actordispatch._amqp.pool",
+    "Absent": "actordispatch._core.match",
+    "ActorDispatchError": "actordispatch._core.errors",
+    "AmpoulePool": "actordispatch._local.pool",
+    "BrokerUnavailableError": "actordispatch._core.errors",
+    "ClientTLS": "actordispatch._amqp.link",
+    "ConfigError": "actordispatch._service.config",
+    "DispatchResult": "actordispatch._core.result",
+    "DispatcherAMPFactory": "actordispatch._external.server",
+    "DispatcherService": "actordispatch._service.service",
+    "DispatcherStats": "actordispatch._dispatch.dispatcher",
+    "EventDispatcher": "actordispatch._dispatch.dispatcher",
+    "EventEncodingError": "actordispatch._core.errors",
+    "EventTooLargeError": "actordispatch._core.errors",
+    "Explanation": "actordispatch._core.registry",
+    "FollowUpDepthError": "actordispatch._core.errors",
+    "FollowUpError": "actordispatch._core.errors",
+    "Glob": "actordispatch._core.match",
+    "HandlerImportError": "actordispatch._core.errors",
+    "HandlerInfo": "actordispatch._core.registry",
+    "HandlerOutcome": "actordispatch._core.result",
+    "In": "actordispatch._core.match",
+    "InsecureEndpointError": "actordispatch._external.server",
+    "Invocation": "actordispatch._core.invocation",
+    "Not": "actordispatch._core.match",
+    "NotRunningError": "actordispatch._core.errors",
+    "OverloadedError": "actordispatch._core.errors",
+    "Phase": "actordispatch._core.phase",
+    "Present": "actordispatch._core.match",
+    "ProtocolError": "actordispatch._core.errors",
+    "RemotePool": "actordispatch._external.server",
+    "SandboxProfile": "actordispatch._core.sandbox",
+    "Status": "actordispatch._core.result",
+    "TLSServerOptions": "actordispatch._external.server",
+    "Verdict": "actordispatch._core.registry",
+    "Veto": "actordispatch._core.veto",
+    "WorkerHost": "actordispatch._amqp.worker",
+    "delete_namespace": "actordispatch._amqp.link",
+    "listen": "actordispatch._external.server",
+    "load_config": "actordispatch._service.config",
+    "parse_config": "actordispatch._service.config",
 }
 
 __all__ = [

@@ -4,6 +4,6 @@ C{python -m actordispatch}: the same command line as C{actordispatch}.
 
 import sys
 
-from actordispatch._cli import main
+from actordispatch._service.cli import main
 
 sys.exit(main())

@@ -18,8 +18,8 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from actordispatch._invocation import Invocation, Job
-    from actordispatch._result import DispatchResult, HandlerOutcome
+    from actordispatch._core.invocation import Invocation, Job
+    from actordispatch._core.result import DispatchResult, HandlerOutcome
 
 
 class IBackgroundUtility(Interface):

@@ -18,10 +18,10 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from actordispatch._errors import HandlerImportError
-from actordispatch._invocation import Invocation, Job
-from actordispatch._result import HandlerOutcome
-from actordispatch._veto import Veto
+from actordispatch._core.errors import HandlerImportError
+from actordispatch._core.invocation import Invocation, Job
+from actordispatch._core.result import HandlerOutcome
+from actordispatch._core.veto import Veto
 from actordispatch.interfaces import IHandlerPool, IJobPool
 
 

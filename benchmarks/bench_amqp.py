@@ -36,8 +36,8 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.task import deferLater
 
 from actordispatch import AmpoulePool, AMQPPool, EventDispatcher
-from actordispatch._amqp_link import delete_namespace
-from actordispatch._amqp_wire import queue_name
+from actordispatch._amqp.link import delete_namespace
+from actordispatch._amqp.wire import queue_name
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 HANDLER = "benchmarks.handlers:noop"

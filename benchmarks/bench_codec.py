@@ -41,8 +41,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from actordispatch import _codec
-from actordispatch._codec import (
+from actordispatch._wire import codec as _codec
+from actordispatch._wire.codec import (
     decode_event,
     decode_records,
     encode_event,

@@ -324,7 +324,7 @@ def start_naive_pool(children: int = CHILDREN, child: type = NoopChild) -> Any:
     from ampoule.main import ProcessStarter
     from ampoule.pool import ProcessPool
 
-    from actordispatch._pool import CHILD_BOOTSTRAP, child_environment
+    from actordispatch._local.pool import CHILD_BOOTSTRAP, child_environment
 
     starter = ProcessStarter(
         bootstrap=CHILD_BOOTSTRAP,
@@ -481,8 +481,8 @@ def build_registry(size: int, mix: str = "equality") -> Any:
     A one-phase L{HandlerRegistry} holding C{size} handlers of the spec mix
     C{mix} (no C{max_calls}, so that planning never removes one).
     """
-    from actordispatch._match import MatchSpec
-    from actordispatch._registry import HandlerRegistry, Registration
+    from actordispatch._core.match import MatchSpec
+    from actordispatch._core.registry import HandlerRegistry, Registration
 
     registry = HandlerRegistry(("during",))
     for spec in ROUTING_MIXES[mix](size):

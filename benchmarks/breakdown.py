@@ -152,8 +152,8 @@ async def _start_children(reactor: Any, count: int) -> list[Any]:
     """
     C{count} booted children of our own, outside any pool.
     """
-    from actordispatch._child import child_environment, spawn_child
-    from actordispatch._commands import Ping
+    from actordispatch._local.child import child_environment, spawn_child
+    from actordispatch._wire.commands import Ping
 
     children = [
         spawn_child(
@@ -178,8 +178,8 @@ def _round_trips(children: list[Any], per_call: int) -> Callable[[int], Deferred
     per call, one call at a time; a call is made once a child's previous one
     answered and C{per_call} events wait.
     """
-    from actordispatch._codec import decode_records, encode_batch, encode_event
-    from actordispatch._commands import RunBatch
+    from actordispatch._wire.codec import decode_records, encode_batch, encode_event
+    from actordispatch._wire.commands import RunBatch
 
     waiting: list[tuple[bytes, Deferred[Any]]] = []
     idle = list(children)
@@ -216,8 +216,8 @@ def _round_trips(children: list[Any], per_call: int) -> Callable[[int], Deferred
 
 
 def _pool_call(pool: Any) -> Callable[[int], Deferred[Any]]:
-    from actordispatch._codec import encode_event
-    from actordispatch._invocation import Invocation
+    from actordispatch._core.invocation import Invocation
+    from actordispatch._wire.codec import encode_event
 
     def call(index: int) -> Deferred[Any]:
         job = _Job(Invocation(1, HANDLER, "during", encode_event({"n": index})))

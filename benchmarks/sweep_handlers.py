@@ -17,7 +17,7 @@ from typing import Any
 from ampoule.child import AMPChild
 from twisted.protocols import amp
 
-from actordispatch._commands import ChunkedBytes
+from actordispatch._wire.commands import ChunkedBytes
 from benchmarks.handlers import noop
 
 

@@ -4,8 +4,8 @@ processes.  Nothing here imports the dispatcher; the two sides share only the AM
 commands, the codec and the error types.
 
 Handlers may import L{fire_event} from here to fire follow-up events (see
-L{children.followup}).  It is imported on first use: the sandbox
-(L{children.sandbox}) is applied before anything else is imported.
+L{actordispatch.children.followup}).  It is imported on first use: the sandbox
+(L{actordispatch.children.sandbox}) is applied before anything else is imported.
 """
 
 from typing import Any
@@ -15,7 +15,7 @@ __all__ = ["FollowUpResult", "fire_event"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from children import followup
+        from actordispatch.children import followup
 
         return getattr(followup, name)
-    raise AttributeError(f"module 'children' has no attribute {name!r}")
+    raise AttributeError(f"module 'actordispatch.children' has no attribute {name!r}")

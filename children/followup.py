@@ -2,7 +2,7 @@
 Follow-up events: a handler running in a child fires an event through the
 dispatcher that runs it, and may wait for that event's result::
 
-    from children import fire_event
+    from actordispatch.children import fire_event
 
     async def on_order(event):
         result = await fire_event({"order": event["id"]}, kind="invoice")
@@ -28,8 +28,12 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail
 
-from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, decode_result, encode_event
-from actordispatch._errors import FollowUpError
+from actordispatch._core.errors import FollowUpError
+from actordispatch._wire.codec import (
+    DEFAULT_MAX_EVENT_SIZE,
+    decode_result,
+    encode_event,
+)
 
 #: Sends a follow-up: C{(event bytes, keywords JSON, wait, on_error)} to the
 #: answer of L{FireFollowUp}; set by the child's host while a batch runs.

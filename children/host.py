@@ -23,7 +23,9 @@ from ampoule.child import AMPChild
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
-from actordispatch._codec import (
+from actordispatch._core.errors import BatchDecodingError, HandlerImportError
+from actordispatch._core.veto import Veto
+from actordispatch._wire.codec import (
     DEFAULT_MAX_REPLY_SIZE,
     DEFAULT_MAX_RESULT_SIZE,
     decode_batch,
@@ -31,17 +33,15 @@ from actordispatch._codec import (
     encode_value,
     join_records,
 )
-from actordispatch._commands import (
+from actordispatch._wire.commands import (
     HANDLER_NAME,
     CheckHandler,
     FireFollowUp,
     Ping,
     RunBatch,
 )
-from actordispatch._errors import BatchDecodingError, HandlerImportError
-from actordispatch._veto import Veto
-from children import followup
-from children.spool import SpoolWriter
+from actordispatch.children import followup
+from actordispatch.children.spool import SpoolWriter
 
 #: Longest traceback text sent back, in characters (the end is kept).
 MAX_TRACEBACK = 16 * 1024
@@ -122,7 +122,7 @@ _ERROR_RECORD_ROOM = 4 * MAX_TRACEBACK + 1024
 class _BatchRun:
     """
     One L{RunBatch} being served: its records so far, mirrored to the spool
-    (see L{children.spool}) when it has one.
+    (see L{actordispatch.children.spool}) when it has one.
     """
 
     def __init__(

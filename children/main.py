@@ -1,5 +1,6 @@
 """
-The entry point of a child process, run as C{python -c "from children.main import
+The entry point of a child process, run as C{python -c "from
+actordispatch.children.main import
 main; main()" ... REACTOR CHILD_CLASS}.
 
 It installs the reactor, logs warnings and errors to stderr (which the parent
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     the child class gets the configuration with a C{"sandbox_report"} added;
     with C{"fast_pipes"} set, the AMP pipes are widened, read in large chunks
     and written at once rather than on the reactor's next turn (see
-    L{actordispatch._pipes}).  Without a configuration (an ampoule child's
+    L{actordispatch._wire.pipes}).  Without a configuration (an ampoule child's
     bootstrap) nothing of that applies.
     """
     args = sys.argv[1:] if argv is None else argv
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         config = json.loads(child_args[0])
         requested = config.get("sandbox") or {}
         if requested:
-            from children.sandbox import apply_sandbox
+            from actordispatch.children.sandbox import apply_sandbox
 
             config["sandbox_report"] = apply_sandbox(requested)
         fast_pipes = bool(config.get("fast_pipes"))
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     child_class = reflect.namedAny(child_path)
     channel_class = stdio.StandardIO
     if fast_pipes:
-        from actordispatch._pipes import read_more, widen, write_now
+        from actordispatch._wire.pipes import read_more, widen, write_now
 
         class FastPipesIO(stdio.StandardIO):
             # Answers go out at once, not on the reactor's next turn.

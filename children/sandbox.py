@@ -1,7 +1,7 @@
 """
 The sandbox a child process puts itself in before any handler code is imported.
 
-The parent describes a profile (L{actordispatch._sandbox.SandboxProfile}) and
+The parent describes a profile (L{actordispatch._core.sandbox.SandboxProfile}) and
 sends it as a plain JSON object; the child calls L{apply_sandbox} first thing,
 before Twisted or any handler is imported, and sends back the report it returns.
 Every layer that was asked for appears in that report as C{"applied"}, or as
@@ -308,7 +308,7 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
     decides.
 
     @param config: the JSON object made by
-        L{actordispatch._sandbox.SandboxProfile.to_child_config}, with optional
+        L{actordispatch._core.sandbox.SandboxProfile.to_child_config}, with optional
         keys C{"rlimits"} (an object with any of C{"address_space"},
         C{"cpu_seconds"}, C{"open_files"}, C{"file_size"}, C{"core_size"}),
         C{"no_new_privs"}, C{"parent_death_signal"} with C{"parent_pid"},

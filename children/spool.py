@@ -5,7 +5,7 @@ The spool is a file the parent handed over as a descriptor (a C{memfd}, so
 memory, not disk).  Before a batch the child writes a header line
 C{"<seq> <monotonic start>"}, and after each invocation a line C{"<monotonic
 end> <record>"}.  When the child dies or is killed mid-batch, the parent reads
-it (L{actordispatch._child.Child.read_spool}) to keep the outcomes of the
+it (L{actordispatch._local.child.Child.read_spool}) to keep the outcomes of the
 invocations that finished, to name the one that was running, and to run the
 others elsewhere; while the batch runs, it reads it to time each invocation
 from its own start.

@@ -8,7 +8,7 @@ Two differences from pydoctor's default system:
     is documented under the package (C{actordispatch.AmpoulePool}), even when
     the private module lists it in its own C{__all__} too.  pydoctor leaves
     such names in the private module, which would document
-    C{actordispatch._pool.AmpoulePool}, a path users must never import.
+    C{actordispatch._local.pool.AmpoulePool}, a path users must never import.
   - The command line and the twistd plugin glue are not library API: they are
     documented in C{docs/howto-twistd.rst} and by C{actordispatch --help}.
 """
@@ -22,7 +22,7 @@ from pydoctor import model
 from pydoctor.extensions import ExtRegistrar, ModuleVisitorExt
 
 #: Modules left out of the reference: entry points, not API.
-NOT_API = frozenset({"actordispatch._cli", "actordispatch._tap"})
+NOT_API = frozenset({"actordispatch._service.cli", "actordispatch._service.tap"})
 
 
 def _is_private(full_name: str) -> bool:

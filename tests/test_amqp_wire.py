@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._amqp_link import BrokerAddress, ClientTLS, safe_url
-from actordispatch._amqp_wire import (
+from actordispatch._amqp.link import BrokerAddress, ClientTLS, safe_url
+from actordispatch._amqp.wire import (
     PHASE_HEADER,
     Target,
     WireError,
@@ -28,10 +28,10 @@ from actordispatch._amqp_wire import (
     header_value,
     queue_name,
 )
-from actordispatch._invocation import Invocation
-from actordispatch._match import MatchSpec
-from actordispatch._outcome_json import outcome_from_json, outcome_to_json
-from actordispatch._result import HandlerOutcome
+from actordispatch._core.invocation import Invocation
+from actordispatch._core.match import MatchSpec
+from actordispatch._core.result import HandlerOutcome
+from actordispatch._wire.outcome_json import outcome_from_json, outcome_to_json
 
 scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),

@@ -1,5 +1,5 @@
 """
-Unit tests for L{actordispatch._codec}: events and results to bytes and back.
+Unit tests for L{actordispatch._wire.codec}: events and results to bytes and back.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch import _codec
-from actordispatch._codec import (
+from actordispatch._core.errors import EventEncodingError, EventTooLargeError
+from actordispatch._wire import codec as _codec
+from actordispatch._wire.codec import (
     DEFAULT_MAX_EVENT_SIZE,
     TAG,
     decode_batch,
@@ -37,7 +38,6 @@ from actordispatch._codec import (
     join_records,
     peer_json,
 )
-from actordispatch._errors import EventEncodingError, EventTooLargeError
 
 MIB = 1024 * 1024
 

@@ -1,5 +1,5 @@
 """
-Unit tests for L{actordispatch._commands}: chunked values and handler names.
+Unit tests for L{actordispatch._wire.commands}: chunked values and handler names.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from twisted.protocols import amp
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._commands import (
+from actordispatch._core.errors import BatchDecodingError, HandlerImportError
+from actordispatch._wire.commands import (
     AMP_MAX_VALUE,
     HANDLER_NAME,
     CheckHandler,
@@ -18,7 +19,6 @@ from actordispatch._commands import (
     Ping,
     RunBatch,
 )
-from actordispatch._errors import BatchDecodingError, HandlerImportError
 
 MIB = 1024 * 1024
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._config import ConfigError, load_config, parse_config
+from actordispatch._service.config import ConfigError, load_config, parse_config
 
 GOOD = """
 [dispatcher]
@@ -208,7 +208,7 @@ class BadConfigTests(SynchronousTestCase):
         not the pool's).
         """
         from actordispatch import AMQPPool, ClientTLS
-        from actordispatch._service import build_dispatcher
+        from actordispatch._service.service import build_dispatcher
         from tests.integration.support import Authority
 
         authority = Authority("config test CA")
@@ -281,8 +281,8 @@ class WorkerConfigTests(SynchronousTestCase):
         prefetch and name, and a C{[pool]} table with the keys of a local
         pool (its sandbox included).
         """
-        from actordispatch._config import parse_worker_config, pool_arguments
-        from actordispatch._sandbox import SandboxProfile
+        from actordispatch._core.sandbox import SandboxProfile
+        from actordispatch._service.config import parse_worker_config, pool_arguments
 
         config = parse_worker_config(
             '[worker]\namqp = "amqp://x/"\nnamespace = "app"\n'
@@ -305,7 +305,7 @@ class WorkerConfigTests(SynchronousTestCase):
         Each mistake names the key: unknown tables and keys, bad handler
         names, prefetch below 1, a bad URL or namespace, bad pool settings.
         """
-        from actordispatch._config import parse_worker_config
+        from actordispatch._service.config import parse_worker_config
 
         for text, key in [
             ("[surprise]\n", "surprise"),
@@ -420,7 +420,7 @@ class OperatorConfigTests(SynchronousTestCase):
         from twisted.internet.task import Clock
 
         from actordispatch import Phase
-        from actordispatch._service import build_dispatcher
+        from actordispatch._service.service import build_dispatcher
 
         config = parse_config(
             '[dispatcher]\nkeywords = ["role"]\nmax_depth = 2\nphases = ["a", '

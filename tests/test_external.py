@@ -1,5 +1,5 @@
 """
-Unit tests for L{actordispatch._external}: the AMP endpoint for external
+Unit tests for L{actordispatch._external.server}: the AMP endpoint for external
 processes, in memory (iosim, a Clock, and a FakePool as the dispatcher's local
 pool): no processes, no sockets.
 """
@@ -23,8 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from actordispatch import DispatchResult, EventDispatcher
-from actordispatch._codec import decode_event, encode_event
-from actordispatch._external import (
+from actordispatch._core.invocation import Invocation
+from actordispatch._external.server import (
     AMPListener,
     DispatcherAMP,
     DispatcherAMPFactory,
@@ -39,7 +39,7 @@ from actordispatch._external import (
     UnregisterHandler,
     listen,
 )
-from actordispatch._invocation import Invocation
+from actordispatch._wire.codec import decode_event, encode_event
 from actordispatch.interfaces import IHandlerPool, IRoutedPool
 from actordispatch.testing import FakeCall, FakePool
 

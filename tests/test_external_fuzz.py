@@ -18,7 +18,7 @@ from twisted.protocols import amp
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._external import (
+from actordispatch._external.server import (
     MAX_HELD_BYTES,
     DispatcherAMP,
     Fire,

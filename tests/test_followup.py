@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from actordispatch import EventDispatcher
-from actordispatch._codec import decode_event, encode_event
-from actordispatch._errors import FollowUpDepthError, FollowUpError
+from actordispatch._core.errors import FollowUpDepthError, FollowUpError
+from actordispatch._wire.codec import decode_event, encode_event
 from actordispatch.examples.user_created import UserEvent
 from actordispatch.testing import FakePool
 

@@ -1,5 +1,6 @@
 """
-Unit tests for L{children.host}: the child's AMP host, driven in memory over
+Unit tests for L{actordispatch.children.host}: the child's AMP host, driven in memory
+over
 C{iosim} by a plain AMP client standing in for the parent.  No processes.
 """
 
@@ -15,10 +16,10 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._codec import decode_records, encode_batch, encode_event
-from actordispatch._commands import CheckHandler, Ping, RunBatch
-from actordispatch._errors import BatchDecodingError, HandlerImportError
-from children.host import MAX_TRACEBACK, HandlerHost, error_type_name
+from actordispatch._core.errors import BatchDecodingError, HandlerImportError
+from actordispatch._wire.codec import decode_records, encode_batch, encode_event
+from actordispatch._wire.commands import CheckHandler, Ping, RunBatch
+from actordispatch.children.host import MAX_TRACEBACK, HandlerHost, error_type_name
 from tests import helpers
 
 MIB = 1024 * 1024
@@ -239,10 +240,12 @@ class RunBatchTests(HostTestCase):
         """
         records = self.run_records([(h("nope"), 1), ("bad name", 1), (h("echo"), 2)])
         self.assertError(
-            records[0], "actordispatch._errors.HandlerImportError", "tests.helpers:nope"
+            records[0],
+            "actordispatch._core.errors.HandlerImportError",
+            "tests.helpers:nope",
         )
         self.assertError(
-            records[1], "actordispatch._errors.HandlerImportError", "'bad name'"
+            records[1], "actordispatch._core.errors.HandlerImportError", "'bad name'"
         )
         self.assertOk(records[2], 2)
 
@@ -308,7 +311,9 @@ class RunBatchTests(HostTestCase):
         """
         records = self.run_records([(h("unencodable"), 1), (h("double"), 1)])
         self.assertError(
-            records[0], "actordispatch._errors.EventEncodingError", "builtins:object"
+            records[0],
+            "actordispatch._core.errors.EventEncodingError",
+            "builtins:object",
         )
         self.assertOk(records[1], 2)
         self.assertServing()
@@ -423,5 +428,5 @@ class ErrorTypeNameTests(SynchronousTestCase):
         self.assertEqual(error_type_name(helpers.BoomError), "tests.helpers.BoomError")
         self.assertEqual(
             error_type_name(HandlerImportError),
-            "actordispatch._errors.HandlerImportError",
+            "actordispatch._core.errors.HandlerImportError",
         )

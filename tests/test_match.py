@@ -1,5 +1,5 @@
 """
-Unit tests for L{actordispatch._match}: match specs and the routing index.
+Unit tests for L{actordispatch._core.match}: match specs and the routing index.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from actordispatch import Absent, Glob, In, Not, Present
-from actordispatch._match import MatchSpec, RoutingIndex, from_table, to_table
+from actordispatch._core.match import MatchSpec, RoutingIndex, from_table, to_table
 
 
 def spec(**keywords: object) -> MatchSpec:

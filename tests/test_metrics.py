@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from actordispatch import EventDispatcher
-from actordispatch._metrics import metrics_registry
+from actordispatch._service.metrics import metrics_registry
 from actordispatch.interfaces import IHandlerPool
 from actordispatch.testing import FakePool
 

@@ -1,5 +1,5 @@
 """
-Unit tests for L{actordispatch._pipes}: bytes written to a pipe at once when
+Unit tests for L{actordispatch._wire.pipes}: bytes written to a pipe at once when
 nothing is buffered ahead of them (the descriptor's own buffering otherwise),
 reads that take all a pipe holds, and wider pipes.  Real pipes; a
 L{MemoryReactor} stands in for the reactor's descriptor sets.
@@ -15,7 +15,7 @@ from twisted.internet.process import ProcessWriter
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._pipes import PIPE_SIZE, READ_SIZE, read_more, widen, write_now
+from actordispatch._wire.pipes import PIPE_SIZE, READ_SIZE, read_more, widen, write_now
 
 
 class _Process:

@@ -1,5 +1,5 @@
 """
-Unit tests for L{actordispatch._registry}: registrations, ids, C{max_calls}, and
+Unit tests for L{actordispatch._core.registry}: registrations, ids, C{max_calls}, and
 the names handlers are sent to children by.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._match import MatchSpec
-from actordispatch._registry import HandlerRegistry, Registration, handler_name
-from actordispatch._result import HandlerOutcome
+from actordispatch._core.match import MatchSpec
+from actordispatch._core.registry import HandlerRegistry, Registration, handler_name
+from actordispatch._core.result import HandlerOutcome
 from tests import helpers
 
 PHASES = ("before", "during", "after")

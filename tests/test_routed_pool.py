@@ -18,7 +18,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from actordispatch import BrokerUnavailableError, EventDispatcher
-from actordispatch._match import MatchSpec
+from actordispatch._core.match import MatchSpec
 from actordispatch.interfaces import IRoutedPool
 from actordispatch.testing import FakePool
 

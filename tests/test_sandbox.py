@@ -1,10 +1,10 @@
 """
-Tests for the sandbox layers of a child (L{children.sandbox}) and the parent's
-description of them (L{actordispatch._sandbox}).
+Tests for the sandbox layers of a child (L{actordispatch.children.sandbox}) and the
+parent's description of them (L{actordispatch._core.sandbox}).
 
 Each layer is checked from inside a real child process, from what the process
-reads about itself (L{children.sandbox.describe_sandbox}) and from what it can
-and cannot do afterwards: a sandbox that only reports itself applied proves
+reads about itself (L{actordispatch.children.sandbox.describe_sandbox}) and from
+what it can and cannot do afterwards: a sandbox that only reports itself applied proves
 nothing.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._sandbox import SandboxProfile, missing_layers
-from children import sandbox
-from children.sandbox import apply_sandbox, requested_layers
+from actordispatch._core.sandbox import SandboxProfile, missing_layers
+from actordispatch.children import sandbox
+from actordispatch.children.sandbox import apply_sandbox, requested_layers
 
 #: Run in the child: apply the configuration in argv[1], then run the probe in
 #: argv[2], which may store what it saw in C{probe}, then print everything.
@@ -36,7 +36,7 @@ from children.sandbox import apply_sandbox, requested_layers
 _CHILD = textwrap.dedent(
     """
     import errno, json, os, resource, socket, subprocess, sys, threading
-    from children.sandbox import apply_sandbox, describe_sandbox
+    from actordispatch.children.sandbox import apply_sandbox, describe_sandbox
     exec(sys.argv[3])
     applied = apply_sandbox(json.loads(sys.argv[1]))
     probe = {}
@@ -215,7 +215,8 @@ class ReportTests(SynchronousTestCase):
 
 class DescribeTests(SynchronousTestCase):
     """
-    L{children.sandbox.describe_sandbox} reads the state of the process itself.
+    L{actordispatch.children.sandbox.describe_sandbox} reads the state of the
+    process itself.
     """
 
     def test_unconfined(self) -> None:
@@ -439,7 +440,7 @@ class PrivilegeTests(SynchronousTestCase):
         """
         grandchild = (
             "import os, time\n"
-            "from children.sandbox import apply_sandbox\n"
+            "from actordispatch.children.sandbox import apply_sandbox\n"
             "report = apply_sandbox("
             "{'parent_death_signal': 9, 'parent_pid': os.getppid()})\n"
             "print(os.getpid(), report['parent_death_signal'], flush=True)\n"

@@ -9,9 +9,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from actordispatch._child import Child, spool_file
-from children import spool as spool_module
-from children.spool import ZERO_LIMIT, SpoolWriter
+from actordispatch._local.child import Child, spool_file
+from actordispatch.children import spool as spool_module
+from actordispatch.children.spool import ZERO_LIMIT, SpoolWriter
 
 
 class SpoolTests(SynchronousTestCase):

@@ -38,7 +38,7 @@ async def place_order(event: dict[str, Any]) -> dict[str, Any]:
     """
     Phase C{place}: fire the invoice as a follow-up event and wait for it.
     """
-    from children import fire_event
+    from actordispatch.children import fire_event
 
     invoice = await fire_event(
         {"customer": event["customer"], "total": sum(event["items"].values())},

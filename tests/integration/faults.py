@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
-#: The child's descriptor for AMP towards the parent (see children.main).
+#: The child's descriptor for AMP towards the parent (see actordispatch.children.main).
 TO_PARENT = 4
 
 
@@ -171,7 +171,7 @@ def sandbox_state(event: Any) -> dict[str, Any]:
     """
     Describe the sandbox in force in this child, as the child sees it.
     """
-    from children.sandbox import describe_sandbox
+    from actordispatch.children.sandbox import describe_sandbox
 
     return describe_sandbox()
 
@@ -208,8 +208,8 @@ def forged_follow_ups(event: Any) -> Any:
     """
     from twisted.internet.defer import DeferredList
 
-    from actordispatch._commands import FireFollowUp
-    from children import fire_event, followup
+    from actordispatch._wire.commands import FireFollowUp
+    from actordispatch.children import fire_event, followup
 
     host = followup._sender.func.__self__  # type: ignore[union-attr]
     forged = host.callRemote(

@@ -153,7 +153,7 @@ async def ask(event: dict[str, Any]) -> dict[str, Any]:
     (by default C{kind="answer"}), wait for it, and return what its handlers
     said (or the refusal).
     """
-    from children import fire_event
+    from actordispatch.children import fire_event
 
     keywords = event.get("keywords", {"kind": "answer"})
     try:
@@ -181,7 +181,7 @@ async def recurse(event: dict[str, Any]) -> Any:
     the dispatcher's max_depth cuts.  Returns how deep it got.
     """
     from actordispatch import ActorDispatchError
-    from children import fire_event
+    from actordispatch.children import fire_event
 
     level = event["level"]
     try:
@@ -195,7 +195,7 @@ def notify_later(event: dict[str, Any]) -> int:
     """
     Fire a follow-up event without waiting for it; return at once.
     """
-    from children import fire_event
+    from actordispatch.children import fire_event
 
     fire_event({"mark": event["mark"]}, wait=False, kind="note")
     return os.getpid()

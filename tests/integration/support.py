@@ -52,7 +52,7 @@ class Collector(protocol.ProcessProtocol):
 
 
 #: The command line, run with C{python -c CLI serve ...}.
-CLI = "import sys; from actordispatch._cli import main; sys.exit(main())"
+CLI = "import sys; from actordispatch._service.cli import main; sys.exit(main())"
 
 # Start the rest of the command line in a session of its own, as the same
 # process (so its pid is the one to signal): a signal meant for it, or for its

@@ -34,12 +34,12 @@ from twisted.protocols import portforward
 from twisted.trial.unittest import SkipTest, TestCase
 
 from actordispatch import ClientTLS, EventDispatcher
-from actordispatch._amqp_link import delete_namespace
-from actordispatch._amqp_pool import AMQPPool
-from actordispatch._amqp_wire import event_headers, queue_name
-from actordispatch._amqp_worker import WorkerHost
-from actordispatch._match import MatchSpec
-from actordispatch._pool import AmpoulePool
+from actordispatch._amqp.link import delete_namespace
+from actordispatch._amqp.pool import AMQPPool
+from actordispatch._amqp.wire import event_headers, queue_name
+from actordispatch._amqp.worker import WorkerHost
+from actordispatch._core.match import MatchSpec
+from actordispatch._local.pool import AmpoulePool
 from tests.integration.support import (
     CLI,
     Authority,
@@ -688,7 +688,7 @@ class CredentialTests(AMQPTestCase):
         pool = self.pool(f"amqp://guest:{secret}@{HOST}:{PORT}/%2F")
         dispatcher = await self.dispatcher(pool)
         self.assertFalse(pool.up)
-        from actordispatch._invocation import Invocation
+        from actordispatch._core.invocation import Invocation
 
         outcome = await pool.invoke(Invocation(1, f"{HANDLERS}:echo", "during", b"{}"))
         self.assertEqual(outcome.error_type, "actordispatch.BrokerUnavailable")
@@ -758,7 +758,7 @@ class TLSTests(AMQPTestCase):
         await refused.start()
         self.addCleanup(refused.stop)
         self.assertFalse(refused.up)
-        from actordispatch._invocation import Invocation
+        from actordispatch._core.invocation import Invocation
 
         outcome = await refused.invoke(
             Invocation(1, f"{HANDLERS}:echo", "during", b"{}")

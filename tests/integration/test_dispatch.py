@@ -457,7 +457,7 @@ class DemoTests(TestCase):
             sys.executable,
             [
                 "-c",
-                "import sys; from actordispatch._cli import main; "
+                "import sys; from actordispatch._service.cli import main; "
                 "sys.exit(main(['demo']))",
             ],
             env=dict(os.environ),

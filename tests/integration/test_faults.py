@@ -591,8 +591,8 @@ class BootFailureTests(FaultTestCase):
 
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
-        os.mkdir(os.path.join(directory, "children"))
-        with open(os.path.join(directory, "children", "__init__.py"), "w") as init:
+        os.mkdir(os.path.join(directory, "actordispatch"))
+        with open(os.path.join(directory, "actordispatch", "__init__.py"), "w") as init:
             init.write("raise SystemExit(7)\n")
         logged: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(logged.append)

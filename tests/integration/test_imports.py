@@ -19,19 +19,19 @@ import actordispatch
 
 #: Modules of the parent side that a child must not import.
 PARENT_SIDE = (
-    "actordispatch._dispatcher",
-    "actordispatch._pool",
-    "actordispatch._child",
-    "actordispatch._registry",
-    "actordispatch._external",
-    "actordispatch._remote_pool",
-    "actordispatch._config",
-    "actordispatch._service",
-    "actordispatch._cli",
-    "actordispatch._metrics",
-    "actordispatch._amqp_pool",
-    "actordispatch._amqp_link",
-    "actordispatch._amqp_worker",
+    "actordispatch._dispatch.dispatcher",
+    "actordispatch._local.pool",
+    "actordispatch._local.child",
+    "actordispatch._core.registry",
+    "actordispatch._external.server",
+    "actordispatch._external.remote_pool",
+    "actordispatch._service.config",
+    "actordispatch._service.service",
+    "actordispatch._service.cli",
+    "actordispatch._service.metrics",
+    "actordispatch._amqp.pool",
+    "actordispatch._amqp.link",
+    "actordispatch._amqp.worker",
 )
 
 
@@ -70,9 +70,9 @@ class ImportTests(TestCase):
                     "reactor": "twisted.internet.reactor" in sys.modules,
                     "pika": "pika" in sys.modules,
                     "prometheus": "prometheus_client" in sys.modules,
-                    "service": "actordispatch._service" in sys.modules,
-                    "config": "actordispatch._config" in sys.modules,
-                    "endpoint": "actordispatch._external" in sys.modules,
+                    "service": "actordispatch._service.service" in sys.modules,
+                    "config": "actordispatch._service.config" in sys.modules,
+                    "endpoint": "actordispatch._external.server" in sys.modules,
                 }
             print(json.dumps({"bare": bare, "seen": seen}))
             """
@@ -90,8 +90,10 @@ class ImportTests(TestCase):
             )
             print(json.dumps(sorted(
                 m for m in ("pika", "prometheus_client", "twisted.internet.reactor",
-                            "actordispatch._service", "actordispatch._config",
-                            "actordispatch._external", "actordispatch._amqp_pool")
+                            "actordispatch._service.service",
+                            "actordispatch._service.config",
+                            "actordispatch._external.server",
+                            "actordispatch._amqp.pool")
                 if m in sys.modules
             )))
             """
@@ -137,7 +139,7 @@ class ImportTests(TestCase):
         found = run_python(
             """
             import json, sys
-            import children.host
+            import actordispatch.children.host
             print(json.dumps(sorted(
                 m for m in sys.modules if m.startswith("actordispatch")
             )))
@@ -145,7 +147,7 @@ class ImportTests(TestCase):
         )
         imported = set(found)  # type: ignore[arg-type]
         self.assertEqual(imported & set(PARENT_SIDE), set())
-        self.assertIn("actordispatch._codec", imported)
+        self.assertIn("actordispatch._wire.codec", imported)
 
     def test_public_names_listed(self) -> None:
         """

@@ -8,7 +8,7 @@ from twisted.application.service import ServiceMaker
 
 actordispatch = ServiceMaker(
     "actordispatch",
-    "actordispatch._tap",
+    "actordispatch._service.tap",
     "An event dispatcher whose handlers run in isolated child processes.",
     "actordispatch",
 )

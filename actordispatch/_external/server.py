@@ -3,7 +3,7 @@ The AMP endpoint for external processes: they fire events into a dispatcher and
 serve as handlers for it.
 
 The wire protocol is public and small enough to implement in any language with
-an AMP library: its commands and error codes are in L{actordispatch._external_wire}
+an AMP library: its commands and error codes are in L{actordispatch._external.wire}
 (re-exported here), and its reference in C{docs/amp-protocol.rst}.  This module
 is the server side: L{DispatcherAMP} answers a peer's commands, and L{listen}
 serves them on endpoints.
@@ -67,10 +67,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import decode_finite, peer_json
-from actordispatch._commands import AMP_MAX_VALUE
-from actordispatch._dispatcher import RESERVED_KEYWORDS
-from actordispatch._errors import (
+from actordispatch._core.errors import (
     ActorDispatchError,
     EventEncodingError,
     FollowUpError,
@@ -78,7 +75,11 @@ from actordispatch._errors import (
     NotRunningError,
     OverloadedError,
 )
-from actordispatch._external_wire import (
+from actordispatch._core.match import to_table
+from actordispatch._core.result import DispatchResult
+from actordispatch._dispatch.dispatcher import RESERVED_KEYWORDS
+from actordispatch._external.remote_pool import RemotePool
+from actordispatch._external.wire import (
     EXTERNAL_NAME,
     MAX_NAME_LENGTH,
     BadEventError,
@@ -95,14 +96,13 @@ from actordispatch._external_wire import (
     _encode_outcomes,
     _json_object,
 )
-from actordispatch._guarded import GuardedAMP
-from actordispatch._match import to_table
-from actordispatch._outcome_json import encode_items
-from actordispatch._remote_pool import RemotePool
-from actordispatch._result import DispatchResult
+from actordispatch._wire.codec import decode_finite, peer_json
+from actordispatch._wire.commands import AMP_MAX_VALUE
+from actordispatch._wire.guarded import GuardedAMP
+from actordispatch._wire.outcome_json import encode_items
 
 if TYPE_CHECKING:
-    from actordispatch._dispatcher import EventDispatcher
+    from actordispatch._dispatch.dispatcher import EventDispatcher
 
 #: Names of C{add_event_handler}'s and C{fire_event}'s own parameters, which a
 #: peer's match spec or fired keywords therefore cannot use.

@@ -19,9 +19,9 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from actordispatch._commands import HANDLER_NAME
-from actordispatch._match import MatchSpec, RoutingIndex
-from actordispatch._result import HandlerOutcome
+from actordispatch._core.match import MatchSpec, RoutingIndex
+from actordispatch._core.result import HandlerOutcome
+from actordispatch._wire.commands import HANDLER_NAME
 
 
 @define(eq=False)

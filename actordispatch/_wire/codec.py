@@ -47,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - msgspec is a dependency; be robust anyway
     msgspec = None  # type: ignore[assignment]
 
-from actordispatch._errors import EventEncodingError, EventTooLargeError
+from actordispatch._core.errors import EventEncodingError, EventTooLargeError
 
 TAG = "__ad__"
 

@@ -57,11 +57,11 @@ from typing import Any, NoReturn
 
 from attrs import field, frozen
 
-from actordispatch._commands import HANDLER_NAME
-from actordispatch._errors import ActorDispatchError
-from actordispatch._match import from_table
-from actordispatch._phase import Phase
-from actordispatch._sandbox import SandboxProfile
+from actordispatch._core.errors import ActorDispatchError
+from actordispatch._core.match import from_table
+from actordispatch._core.phase import Phase
+from actordispatch._core.sandbox import SandboxProfile
+from actordispatch._wire.commands import HANDLER_NAME
 
 
 class ConfigError(ActorDispatchError, ValueError):
@@ -234,7 +234,7 @@ def _check_local_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
 
 def _check_tls(where: str, url: str, table: Any, fail: Any) -> Any:
     # A client TLS table, checked down to reading its files.
-    from actordispatch._amqp_link import BrokerAddress, ClientTLS
+    from actordispatch._amqp.link import BrokerAddress, ClientTLS
 
     tls = None
     if table is not None:
@@ -252,7 +252,7 @@ def _check_tls(where: str, url: str, table: Any, fail: Any) -> Any:
 
 
 def _check_namespace(where: str, table: dict[str, Any], fail: Any) -> None:
-    from actordispatch._amqp_wire import check_namespace
+    from actordispatch._amqp.wire import check_namespace
 
     try:
         check_namespace(table.get("namespace", "actordispatch"))

@@ -18,16 +18,16 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import decode_finite, peer_json
-from actordispatch._external_wire import (
+from actordispatch._core.invocation import Invocation
+from actordispatch._core.result import HandlerOutcome
+from actordispatch._core.veto import MAX_VETO_REASON
+from actordispatch._external.wire import (
     Invoke,
     RemoteHandlerError,
     _parse_handler_error,
     peer_error_message,
 )
-from actordispatch._invocation import Invocation
-from actordispatch._result import HandlerOutcome
-from actordispatch._veto import MAX_VETO_REASON
+from actordispatch._wire.codec import decode_finite, peer_json
 from actordispatch.interfaces import IRoutedPool
 
 _log = Logger()

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.protocols import amp
 
-from actordispatch._errors import (
+from actordispatch._core.errors import (
     BatchDecodingError,
     FollowUpDepthError,
     FollowUpError,
@@ -111,8 +111,9 @@ class RunBatch(amp.Command):
     Run a batch of invocations, one after the other, in the child.
 
     C{batch} is a JSON array of C{[handler name, event]} pairs (see
-    L{actordispatch._codec.encode_batch}); C{seq} numbers the batch for the
-    spool (see L{children.host}).  The answer's C{records} is a JSON array with
+    L{actordispatch._wire.codec.encode_batch}); C{seq} numbers the batch for the
+    spool (see L{actordispatch.children.host}).  The answer's C{records} is a JSON
+    array with
     one record per invocation run, in order: C{{"s": status, "d": seconds,
     "v": value}} or C{{"s": "error", "d": seconds, "t": type, "m": message,
     "tb": traceback}}.  It may cover a prefix of the batch only: the child stopped

@@ -12,8 +12,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from actordispatch._config import ConfigError, ServiceConfig, load_config
-from actordispatch._service import DispatcherService
+from actordispatch._service.config import ConfigError, ServiceConfig, load_config
+from actordispatch._service.service import DispatcherService
 
 _log = Logger()
 

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._result import HandlerOutcome, Status
+from actordispatch._core.result import HandlerOutcome, Status
 
 _log = Logger()
 

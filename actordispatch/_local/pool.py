@@ -46,32 +46,32 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._child import (
+from actordispatch._core.errors import (
+    ActorDispatchError,
+    ChildEndedError,
+    FollowUpError,
+    HandlerImportError,
+)
+from actordispatch._core.invocation import Invocation, Job
+from actordispatch._core.result import HandlerOutcome, Status
+from actordispatch._core.sandbox import SandboxProfile, missing_layers
+from actordispatch._core.veto import MAX_VETO_REASON
+from actordispatch._local.child import (
     CHILD_BOOTSTRAP,
     Child,
     SpoolView,
     child_environment,
     spawn_child,
 )
-from actordispatch._codec import (
+from actordispatch._local.quarantine import Quarantine
+from actordispatch._wire.codec import (
     DEFAULT_MAX_REPLY_SIZE,
     DEFAULT_MAX_RESULT_SIZE,
     decode_records,
     encode_batch,
 )
-from actordispatch._commands import AMP_MAX_VALUE, CheckHandler, Ping, RunBatch
-from actordispatch._errors import (
-    ActorDispatchError,
-    ChildEndedError,
-    FollowUpError,
-    HandlerImportError,
-)
-from actordispatch._invocation import Invocation, Job
-from actordispatch._outcome_json import encode_dispatch_result
-from actordispatch._quarantine import Quarantine
-from actordispatch._result import HandlerOutcome, Status
-from actordispatch._sandbox import SandboxProfile, missing_layers
-from actordispatch._veto import MAX_VETO_REASON
+from actordispatch._wire.commands import AMP_MAX_VALUE, CheckHandler, Ping, RunBatch
+from actordispatch._wire.outcome_json import encode_dispatch_result
 from actordispatch.interfaces import IJobPool
 
 __all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "child_environment"]

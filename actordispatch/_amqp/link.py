@@ -31,8 +31,8 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._amqp_wire import exchange_name, queue_name
-from actordispatch._errors import ActorDispatchError, BrokerUnavailableError
+from actordispatch._amqp.wire import exchange_name, queue_name
+from actordispatch._core.errors import ActorDispatchError, BrokerUnavailableError
 
 _log = Logger()
 

@@ -35,12 +35,12 @@ from typing import Any
 
 from attrs import frozen
 
-from actordispatch._codec import decode_result
-from actordispatch._commands import HANDLER_NAME
-from actordispatch._invocation import Invocation
-from actordispatch._match import MatchSpec
-from actordispatch._outcome_json import encode_items, outcome_to_json
-from actordispatch._result import HandlerOutcome
+from actordispatch._core.invocation import Invocation
+from actordispatch._core.match import MatchSpec
+from actordispatch._core.result import HandlerOutcome
+from actordispatch._wire.codec import decode_result
+from actordispatch._wire.commands import HANDLER_NAME
+from actordispatch._wire.outcome_json import encode_items, outcome_to_json
 
 #: The header that carries the phase (not an identifier: no keyword can clash).
 PHASE_HEADER = "ad-phase"

@@ -37,13 +37,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._amqp_link import (
+from actordispatch._amqp.link import (
     BrokerAddress,
     BrokerLink,
     ClientTLS,
     _pika,
 )
-from actordispatch._amqp_wire import (
+from actordispatch._amqp.wire import (
     CONTENT_TYPE,
     Target,
     WireError,
@@ -56,12 +56,12 @@ from actordispatch._amqp_wire import (
     exchange_name,
     queue_name,
 )
-from actordispatch._codec import DEFAULT_MAX_REPLY_SIZE
-from actordispatch._errors import BrokerUnavailableError
-from actordispatch._invocation import Invocation, Job, settle_when
-from actordispatch._match import MatchSpec
-from actordispatch._outcome_json import outcome_from_json
-from actordispatch._result import HandlerOutcome, Status
+from actordispatch._core.errors import BrokerUnavailableError
+from actordispatch._core.invocation import Invocation, Job, settle_when
+from actordispatch._core.match import MatchSpec
+from actordispatch._core.result import HandlerOutcome, Status
+from actordispatch._wire.codec import DEFAULT_MAX_REPLY_SIZE
+from actordispatch._wire.outcome_json import outcome_from_json
 from actordispatch.interfaces import IJobPool, IRoutedPool
 
 __all__ = ["AMQPPool"]

@@ -2,7 +2,7 @@
 The L{WorkerHost}: serves handlers of dispatchers elsewhere, taking their work
 from a RabbitMQ broker and running it in its own local children.
 
-A host consumes the queue of each handler it serves (see L{actordispatch._amqp_wire}
+A host consumes the queue of each handler it serves (see L{actordispatch._amqp.wire}
 for the topology) with a prefetch limit and manual acknowledgements.  For each
 message it runs the invocations the dispatcher targeted at that handler in its
 L{AmpoulePool} (the same isolation, limits, timeouts and outcomes as on one
@@ -27,8 +27,8 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults, succee
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._amqp_link import BrokerAddress, BrokerLink, ClientTLS, _pika
-from actordispatch._amqp_wire import (
+from actordispatch._amqp.link import BrokerAddress, BrokerLink, ClientTLS, _pika
+from actordispatch._amqp.wire import (
     CONTENT_TYPE,
     WireError,
     check_namespace,
@@ -36,8 +36,8 @@ from actordispatch._amqp_wire import (
     encode_reply,
     queue_name,
 )
-from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE
-from actordispatch._result import HandlerOutcome
+from actordispatch._core.result import HandlerOutcome
+from actordispatch._wire.codec import DEFAULT_MAX_EVENT_SIZE
 from actordispatch.interfaces import IHandlerPool
 
 __all__ = ["WorkerHost"]
@@ -85,7 +85,7 @@ class WorkerHost:
         check_namespace(namespace)
         self.queues = {handler: queue_name(namespace, handler) for handler in handlers}
         if pool is None:
-            from actordispatch._pool import AmpoulePool
+            from actordispatch._local.pool import AmpoulePool
 
             pool = AmpoulePool(size=2, reactor=reactor)
         self.pool = pool

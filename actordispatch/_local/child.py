@@ -8,7 +8,8 @@ import the global reactor) plus two things of ours:
 
  - a I{spool}: a memory file (C{memfd}) passed as descriptor 5, where the child
    notes when each batch and each invocation starts and what each finished
-   invocation returned (see L{children.spool}).  The parent reads it only when it
+   invocation returned (see L{actordispatch.children.spool}).  The parent reads it only
+   when it
    must: to time the invocation that is running now, and to keep the outcomes of
    the invocations that finished when the child dies mid-batch;
  - a hardened AMP connection, L{ChildAMP}: a child is not trusted, so boxes are
@@ -36,17 +37,22 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from actordispatch._commands import FireFollowUp
-from actordispatch._errors import ChildEndedError, ProtocolError
-from actordispatch._guarded import GuardedAMP
-from actordispatch._pipes import read_more, widen, write_now
+from actordispatch._core.errors import ChildEndedError, ProtocolError
+from actordispatch._wire.commands import FireFollowUp
+from actordispatch._wire.guarded import GuardedAMP
+from actordispatch._wire.pipes import read_more, widen, write_now
 
 _log = Logger()
 
-#: The child's bootstrap: our own entry point (see L{children.main}).
-CHILD_BOOTSTRAP = "from children.main import main; main()"
+#: The child's bootstrap: our own entry point (see L{actordispatch.children.main}).
+#: The current directory (where handler modules are often found) is searched
+#: last, so a source checkout there cannot shadow the installed package.
+CHILD_BOOTSTRAP = (
+    "import sys; sys.path[:] = [*sys.path[1:], sys.path[0]] if sys.path[:1] == ['']"
+    " else sys.path; from actordispatch.children.main import main; main()"
+)
 #: The AMP child class the children run.
-CHILD_CLASS = "children.host.HandlerHost"
+CHILD_CLASS = "actordispatch.children.host.HandlerHost"
 #: The child's descriptors of the AMP pipes from and to the parent (ampoule's).
 TO_CHILD = 3
 FROM_CHILD = 4

@@ -22,8 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from actordispatch._codec import DEFAULT_MAX_EVENT_SIZE, decode_result, encode_event
-from actordispatch._errors import (
+from actordispatch._core.errors import (
     ActorDispatchError,
     BrokerUnavailableError,
     FollowUpDepthError,
@@ -32,19 +31,24 @@ from actordispatch._errors import (
     NotRunningError,
     OverloadedError,
 )
-from actordispatch._invocation import Invocation, Job, settle_when
-from actordispatch._match import MatchSpec, Operator
-from actordispatch._phase import Phase, check_on_error
-from actordispatch._pool import AmpoulePool
-from actordispatch._registry import (
+from actordispatch._core.invocation import Invocation, Job, settle_when
+from actordispatch._core.match import MatchSpec, Operator
+from actordispatch._core.phase import Phase, check_on_error
+from actordispatch._core.registry import (
     Explanation,
     HandlerInfo,
     HandlerRegistry,
     Registration,
     handler_name,
 )
-from actordispatch._result import DispatchResult, HandlerOutcome
-from actordispatch._sandbox import SandboxProfile
+from actordispatch._core.result import DispatchResult, HandlerOutcome
+from actordispatch._core.sandbox import SandboxProfile
+from actordispatch._local.pool import AmpoulePool
+from actordispatch._wire.codec import (
+    DEFAULT_MAX_EVENT_SIZE,
+    decode_result,
+    encode_event,
+)
 from actordispatch.interfaces import (
     IBackgroundUtility,
     IEventDispatcher,
@@ -233,7 +237,8 @@ class EventDispatcher:
         by default: even filtered out, an event costs microseconds.
     @param max_depth: how deep a chain of follow-up events may go (handlers
         firing events from their children with C{children.fire_event}, see
-        L{children.followup}): a follow-up of a follow-up of an event fired by
+        L{actordispatch.children.followup}): a follow-up of a follow-up of an event
+        fired by
         the application has depth 2.  Past it a follow-up is refused with
         L{FollowUpDepthError}; 0 refuses every follow-up event.
     @param pool: an L{IHandlerPool} to use as the C{"default"} pool instead of

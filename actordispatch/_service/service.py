@@ -22,12 +22,12 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._config import ConfigError, ServiceConfig, pool_arguments
-from actordispatch._dispatcher import EventDispatcher
-from actordispatch._pool import AmpoulePool
+from actordispatch._dispatch.dispatcher import EventDispatcher
+from actordispatch._local.pool import AmpoulePool
+from actordispatch._service.config import ConfigError, ServiceConfig, pool_arguments
 
 if TYPE_CHECKING:
-    from actordispatch._amqp_pool import AMQPPool
+    from actordispatch._amqp.pool import AMQPPool
 
 _log = Logger()
 
@@ -52,8 +52,8 @@ def build_dispatcher(config: ServiceConfig, reactor: Any = None) -> EventDispatc
 def _build_pool(name: str, settings: dict[str, Any], reactor: Any) -> Any:
     if "amqp" not in settings:
         return AmpoulePool(**pool_arguments(settings), reactor=reactor)
-    from actordispatch._amqp_link import ClientTLS
-    from actordispatch._amqp_pool import AMQPPool
+    from actordispatch._amqp.link import ClientTLS
+    from actordispatch._amqp.pool import AMQPPool
 
     arguments = dict(settings)
     url = arguments.pop("amqp")
@@ -121,7 +121,7 @@ class DispatcherService(Service):
             for index, description in enumerate(self.config.listen.get("endpoints", []))
         ]
         if self.config.metrics_endpoint is not None:
-            from actordispatch._metrics import metrics_site
+            from actordispatch._service.metrics import metrics_site
 
             listening.append(
                 self._listen(
@@ -181,7 +181,7 @@ class DispatcherService(Service):
         # The AMP endpoint for external processes: plaintext only on loopback or
         # a UNIX socket unless the configuration insists; TLS with client
         # certificates from [listen.tls].
-        from actordispatch._external import listen
+        from actordispatch._external.server import listen
 
         options = self.config.listen
         extra = {}
@@ -245,7 +245,7 @@ class DispatcherService(Service):
 
         @return: a Deferred firing once all that is done.
         """
-        from actordispatch._external import AMPListener
+        from actordispatch._external.server import AMPListener
 
         super().stopService()
         ports, self.ports = self.ports, []

@@ -145,8 +145,8 @@ def _draining(service: Any) -> str:
 
 
 async def _serve(reactor: Any, config_path: str) -> int:
-    from actordispatch._config import ConfigError, load_config
-    from actordispatch._service import DispatcherService
+    from actordispatch._service.config import ConfigError, load_config
+    from actordispatch._service.service import DispatcherService
 
     try:
         config = load_config(config_path)
@@ -232,15 +232,15 @@ AMQP_URL_VARIABLE = "ACTORDISPATCH_AMQP_URL"
 async def _worker(reactor: Any, args: Any) -> int:
     import os
 
-    from actordispatch._amqp_link import ClientTLS
-    from actordispatch._amqp_worker import WorkerHost
-    from actordispatch._config import (
+    from actordispatch._amqp.link import ClientTLS
+    from actordispatch._amqp.worker import WorkerHost
+    from actordispatch._local.pool import AmpoulePool
+    from actordispatch._service.config import (
         ConfigError,
         WorkerConfig,
         load_worker_config,
         pool_arguments,
     )
-    from actordispatch._pool import AmpoulePool
 
     config = WorkerConfig(None, "actordispatch", (), None, None, None, {}, "")
     if args.config:
@@ -404,8 +404,8 @@ class _Interruptible:
 async def _fire(reactor: Any, args: Any, out: Any) -> int:
     from twisted.internet.error import ConnectionClosed
 
-    from actordispatch._errors import NotRunningError
-    from actordispatch._external import Fire
+    from actordispatch._core.errors import NotRunningError
+    from actordispatch._external.server import Fire
 
     try:
         keywords = _parse_keywords(args.keywords)
@@ -496,7 +496,7 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
 
 
 async def _handlers(reactor: Any, args: Any, out: Any) -> int:
-    from actordispatch._external import ListHandlers
+    from actordispatch._external.server import ListHandlers
 
     try:
         connection = await _connect(reactor, args.connect)

@@ -4,13 +4,13 @@ Sandbox profiles: what confinement a pool asks of its child processes.
 A L{SandboxProfile} is a value the parent validates when it is made, so that a
 mistake (a negative size, a relative path, a uid without a gid) is an error in
 the user's code, not a child that silently runs unconfined.  The child applies
-it (see L{children.sandbox}) before anything else runs, and answers with a
+it (see L{actordispatch.children.sandbox}) before anything else runs, and answers with a
 report of every layer it was asked for; L{missing_layers} picks out those that
 are not in force, which the parent must log loudly.
 
 The profile travels to the child as JSON (L{SandboxProfile.to_child_config});
 the layers it names, and what each one does and does not protect against, are
-described in L{children.sandbox}.
+described in L{actordispatch.children.sandbox}.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ class SandboxProfile:
 
     def to_child_config(self, parent_pid: int) -> dict[str, Any]:
         """
-        Make the JSON-able configuration that L{children.sandbox.apply_sandbox}
+        Make the JSON-able configuration that
+        L{actordispatch.children.sandbox.apply_sandbox}
         takes; options not asked for are left out.
 
         @param parent_pid: the pid of the process that spawns the child, as the

@@ -10,7 +10,7 @@ C{name} continues in the keys C{name.1}, C{name.2}, ... of the same box).
 Events, values, keywords and match specs travel as UTF-8 JSON.
 
 Commands an external process sends (answered by
-L{actordispatch._external.DispatcherAMP}):
+L{actordispatch._external.server.DispatcherAMP}):
  - L{Fire}: fire an event, get every handler's outcome;
  - L{RegisterHandler} / L{UnregisterHandler}: serve as a handler of a phase;
  - L{ListHandlers}: what is registered.
@@ -29,17 +29,17 @@ from typing import Any, ClassVar
 
 from twisted.protocols import amp
 
-from actordispatch._codec import finite_float, peer_json, refuse_constant
-from actordispatch._commands import ChunkedBytes
-from actordispatch._errors import (
+from actordispatch._core.errors import (
     ActorDispatchError,
     FollowUpError,
     NotRunningError,
     OverloadedError,
 )
-from actordispatch._match import from_table
-from actordispatch._outcome_json import encode_items, outcome_to_json
-from actordispatch._result import DispatchResult
+from actordispatch._core.match import from_table
+from actordispatch._core.result import DispatchResult
+from actordispatch._wire.codec import finite_float, peer_json, refuse_constant
+from actordispatch._wire.commands import ChunkedBytes
+from actordispatch._wire.outcome_json import encode_items, outcome_to_json
 
 #: The form of the name a peer gives its handler: a dotted, ASCII identifier.
 EXTERNAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -136,7 +136,7 @@ class RegisterHandler(amp.Command):
     the events C{match} matches: a JSON object of keyword to a scalar, C{null}
     (no constraint) or an operator as a table of one key (C{{"in": [..]}},
     C{{"not": v}}, C{{"glob": "p*"}}, C{{"present": true}},
-    C{{"absent": true}}; see L{actordispatch._match.from_table}); optionally
+    C{{"absent": true}}; see L{actordispatch._core.match.from_table}); optionally
     with a C{timeout} (seconds) and C{max_calls}.  Answers the C{handler_id}
     that L{Invoke} will carry.
     """

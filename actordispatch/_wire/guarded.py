@@ -1,9 +1,9 @@
 """
 AMP hardened against a peer that is not trusted: L{GuardedAMP}.
 
-Both of our untrusted peers use it: a child process (L{actordispatch._child}) and
+Both of our untrusted peers use it: a child process (L{actordispatch._local.child}) and
 an external process connected to the dispatcher's AMP endpoint
-(L{actordispatch._external}).  AMP itself bounds a key to 255 bytes and a value
+(L{actordispatch._external.server}).  AMP itself bounds a key to 255 bytes and a value
 to 64 KiB, but not how many keys a box has, so a peer could make us buffer a box
 of any size; nor does it notice a frame left half-sent.  Here each box is capped
 in bytes and keys, any exception while parsing what the peer sent (a malformed
@@ -20,7 +20,7 @@ from typing import Any
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from actordispatch._errors import ProtocolError
+from actordispatch._core.errors import ProtocolError
 
 
 class GuardedAMP(amp.AMP):

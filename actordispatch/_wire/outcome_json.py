@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from actordispatch._codec import encode_value
-from actordispatch._errors import EventEncodingError
-from actordispatch._invocation import Invocation
-from actordispatch._result import STATUSES, DispatchResult, HandlerOutcome
-from actordispatch._veto import MAX_VETO_REASON
+from actordispatch._core.errors import EventEncodingError
+from actordispatch._core.invocation import Invocation
+from actordispatch._core.result import STATUSES, DispatchResult, HandlerOutcome
+from actordispatch._core.veto import MAX_VETO_REASON
+from actordispatch._wire.codec import encode_value
 
 #: The longest error type, message or traceback kept from a peer (characters).
 MAX_TEXT = 64 * 1024
