@@ -328,6 +328,7 @@ def spawn_child(
     max_box_keys: int,
     output_cap: int,
     on_follow_up: FollowUpSink | None = None,
+    spawner: Any = None,
 ) -> Child:
     """
     Start one child process; it boots in the background.
@@ -350,7 +351,7 @@ def spawn_child(
         CHILD_REACTOR,
         CHILD_CLASS,
     ]
-    process = reactor.spawnProcess(
+    process = (spawner or reactor).spawnProcess(
         connector,
         sys.executable,
         args,
