@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import os
+import resource
 from collections.abc import Callable
 from functools import partial
 from time import monotonic
@@ -31,6 +32,7 @@ from actordispatch._wire.codec import (
     decode_batch,
     encode_outcome_record,
     encode_value,
+    encoded_size_floor,
     join_records,
 )
 from actordispatch._wire.commands import (
@@ -108,6 +110,29 @@ def resident_memory() -> int | None:
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+#: Results below this many bytes are encoded the fast way whatever the memory.
+_SMALL_RESULT = 1 << 20
+
+
+def _memory_is_tight(size: int) -> bool:
+    """
+    Whether encoding a result of about C{size} bytes could exhaust this
+    process's address-space limit, if it has one: the fast encoder crashes the
+    process when an allocation fails (see L{encode_value}'s C{memory_safe}).
+    """
+    if size < _SMALL_RESULT:
+        return False
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            used = int(statm.read().split()[0]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return True
+    # The encoder's buffers grow by doubling, and the text is copied once more.
+    return limit - used < 8 * size + (64 << 20)
 
 
 #: The record of an invocation whose handler returned C{None}, but for its
@@ -295,28 +320,37 @@ class HandlerHost(AMPChild):
     def _ok_record(self, started: float, value: Any) -> str:
         if isinstance(value, Veto):
             return encode_outcome_record("ok", monotonic() - started, veto=value.reason)
+        cap = self._max_result_size
+        floor = encoded_size_floor(value, cap)
+        if floor > cap:
+            # Refused before the encoder allocates anything for it.
+            return self._too_large(started, floor)
         try:
-            encoded = encode_value(value, what="result")
+            encoded = encode_value(
+                value, what="result", memory_safe=_memory_is_tight(floor)
+            )
         except Exception as e:
             return self._error_record(started, Failure(e))
         duration = monotonic() - started
-        cap = self._max_result_size
         # UTF-8 takes 1 to 4 bytes a character: encode only when it matters.
         size = len(encoded)
         if size * 4 > cap and size <= cap:
             size = len(encoded.encode("utf-8"))
         if size > cap:
-            return encode_outcome_record(
-                "error",
-                duration,
-                error=(
-                    "actordispatch.ResultTooLargeError",
-                    f"encoded result is at least {size} bytes, above the cap of "
-                    f"{self._max_result_size} bytes",
-                    "",
-                ),
-            )
+            return self._too_large(started, size)
         return encode_outcome_record("ok", duration, value_json=encoded)
+
+    def _too_large(self, started: float, size: int) -> str:
+        return encode_outcome_record(
+            "error",
+            monotonic() - started,
+            error=(
+                "actordispatch.ResultTooLargeError",
+                f"encoded result is at least {size} bytes, above the cap of "
+                f"{self._max_result_size} bytes",
+                "",
+            ),
+        )
 
     def _error_record(self, started: float, failure: Failure) -> str:
         duration = monotonic() - started

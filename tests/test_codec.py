@@ -1066,3 +1066,65 @@ class PlainFastPathTests(SynchronousTestCase):
             deep = [deep]
         for value in (circular, deep):
             self.assertRaises(EventEncodingError, encode_event, value)
+
+
+class SizeFloorTests(SynchronousTestCase):
+    """
+    L{_codec.encoded_size_floor} bounds a value's JSON from below without
+    encoding it, and stops counting past its limit.
+    """
+
+    @given(
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text()
+            | st.binary(),
+            lambda inner: (
+                st.lists(inner, max_size=5)
+                | st.tuples(inner, inner)
+                | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+            ),
+            max_leaves=30,
+        )
+    )
+    @settings(max_examples=200, deadline=None)
+    def test_never_above_the_encoding(self, value: Any) -> None:
+        """
+        The floor is never more than the encoded size.
+        """
+        encoded = _codec.encode_value(value, what="result").encode("utf-8")
+        self.assertLessEqual(_codec.encoded_size_floor(value, 1 << 30), len(encoded))
+
+    def test_stops_past_the_limit(self) -> None:
+        """
+        A value far above the limit is counted only until the limit is passed:
+        a list of a million strings stops after a few.
+        """
+        value = ["x" * 1000] * 1_000_000
+        floor = _codec.encoded_size_floor(value, 10_000)
+        self.assertGreater(floor, 10_000)
+        self.assertLess(floor, 1_100_000 + 20_000)
+
+    def test_circular_and_shared(self) -> None:
+        """
+        A container met twice (shared, or containing itself) is counted once,
+        so a circular value ends the count.
+        """
+        circular: list[Any] = []
+        circular.append(circular)
+        self.assertEqual(_codec.encoded_size_floor(circular, 1 << 20), 2)
+        shared = "y" * 100
+        self.assertEqual(_codec.encoded_size_floor([[shared], [shared]], 1 << 20), 211)
+
+    def test_memory_safe_encoding_is_the_same_value(self) -> None:
+        """
+        The memory-safe encoding (standard library only) decodes to the same
+        value as the fast one.
+        """
+        value = {"a": [1, 2.5, "é", b"\x00"], "b": {"c": None}}
+        fast = _codec.encode_value(value, what="result")
+        safe = _codec.encode_value(value, what="result", memory_safe=True)
+        self.assertEqual(_codec.decode_result(fast), _codec.decode_result(safe))

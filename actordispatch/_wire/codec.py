@@ -197,15 +197,19 @@ def _tag(value: Any, path: Path) -> Any:
     )
 
 
-def _dumps(tagged: Any) -> bytes:
+def _dumps(tagged: Any, memory_safe: bool = False) -> bytes:
     """
     Tagged values to UTF-8 JSON: orjson when it can (10-40x faster than the
     standard library on our event shapes, see docs/performance), the standard
     library for what orjson refuses (integers beyond 64 bits, lone surrogates,
     which then travel as C{\\u} escapes).  The bytes may differ between the two
     (C{1e+16} vs C{1e16}); the values they decode to do not.
+
+    With C{memory_safe}, only the standard library: orjson crashes the process
+    (SIGSEGV) when an allocation fails, where the standard library raises
+    C{MemoryError}, which matters in a child near its address-space limit.
     """
-    if orjson is not None:
+    if orjson is not None and not memory_safe:
         try:
             return orjson.dumps(tagged)
         except (TypeError, orjson.JSONEncodeError):
@@ -217,15 +221,53 @@ def _dumps(tagged: Any) -> bytes:
         return _ascii_encoder.encode(tagged).encode("ascii")
 
 
-def encode_value(value: Any, *, what: str = "event") -> str:
+def encode_value(value: Any, *, what: str = "event", memory_safe: bool = False) -> str:
     """
     Encode C{value} as tagged JSON text.
 
+    @param memory_safe: encode so that running out of memory raises
+        C{MemoryError} rather than crashing the process (slower; see
+        L{_dumps}).
     @raise EventEncodingError: if C{value} holds something the codec cannot carry.
     """
     if value is None:
         return "null"  # what most handlers return
-    return _encode(value, what).decode("utf-8")
+    return _encode(value, what, memory_safe).decode("utf-8")
+
+
+def encoded_size_floor(value: Any, limit: int) -> int:
+    """
+    A lower bound of the size of C{value}'s JSON, counted without encoding it
+    (a string counts its characters, bytes their base64, every other item one
+    byte), which stops counting once past C{limit}: so a result far above its
+    cap is refused before the encoder allocates anything for it.
+    """
+    total = 0
+    pending = [value]
+    seen: set[int] = set()  # containers counted already (shared, or circular)
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            total += len(item) + 2
+        elif kind is bytes or kind is bytearray or kind is memoryview:
+            total += len(item) * 4 // 3 + 2
+        elif kind is dict or kind is list or kind is tuple or kind is set:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            # Brackets and commas; a dict's colons too.
+            total += (2 * len(item) if kind is dict else len(item)) + 1 if item else 2
+            if kind is dict:
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            else:
+                pending.extend(item)
+        else:
+            total += 1  # numbers, None, records: counted as their smallest
+        if total > limit:
+            break
+    return total
 
 
 def _plain(value: Any) -> bool:
@@ -262,13 +304,13 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def _encode(value: Any, what: str) -> bytes:
+def _encode(value: Any, what: str, memory_safe: bool = False) -> bytes:
     try:
         plain = _plain(value)
     except RecursionError:
         plain = False  # too deep, or circular: tagging says which
     try:
-        return _dumps(value if plain else _tag(value, what))
+        return _dumps(value if plain else _tag(value, what), memory_safe)
     except EventEncodingError:
         raise
     except (ValueError, TypeError, RecursionError) as e:

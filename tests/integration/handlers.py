@@ -199,3 +199,29 @@ def notify_later(event: dict[str, Any]) -> int:
 
     fire_event({"mark": event["mark"]}, wait=False, kind="note")
     return os.getpid()
+
+
+def huge_result(event: dict[str, Any]) -> str:
+    """
+    Return a string of C{event["mib"]} MiB: far above any result cap.
+    """
+    return "x" * (event["mib"] << 20)
+
+
+_hoard: list[bytes] = []
+
+
+def hoard_then_return(event: dict[str, Any]) -> str:
+    """
+    Take all of the child's address space but C{event["leave_mib"]} MiB, for
+    good, then return a string of C{event["mib"]} MiB (below the cap), leaving
+    the encoder little room.
+    """
+    import resource
+
+    if not _hoard:
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        with open("/proc/self/statm", "rb") as statm:
+            used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        _hoard.append(b"h" * (limit - used - (event["leave_mib"] << 20)))
+    return "y" * (event["mib"] << 20)
