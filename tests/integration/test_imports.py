@@ -34,6 +34,9 @@ PARENT_SIDE = (
     "actordispatch._service.cli",
     "actordispatch._service.metrics",
     "actordispatch._amqp.pool",
+    "actordispatch._amqp.publisher",
+    "actordispatch._amqp.replies",
+    "actordispatch._amqp.routes",
     "actordispatch._amqp.link",
     "actordispatch._amqp.worker",
 )
