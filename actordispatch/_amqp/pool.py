@@ -60,7 +60,6 @@ from actordispatch.interfaces import IJobPool, IRoutedPool
 __all__ = ["AMQPPool"]
 
 
-
 @implementer(IRoutedPool, IJobPool)
 class AMQPPool:
     """
