@@ -23,8 +23,7 @@ from unittest import TestCase
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: For each layer, the layers it must not import (C{None}: every layer it is
-#: not allowed below is forbidden, see L{ONLY}).
+#: For each layer, the layers it must not import.
 FORBIDDEN: dict[str, set[str]] = {
     "_local": {"_dispatch", "_service", "_external", "_amqp"},
     "_dispatch": {"_service", "_external", "_amqp"},
@@ -39,9 +38,10 @@ ONLY: dict[str, set[str]] = {
     "children": {"_core", "_wire", "children"},
 }
 
-#: Known violations in files other branches are editing now, as
-#: C{(importing module, imported module, name or None)}.  KNOWN EXCEPTIONS:
-#: remove each once the code it names is fixed (after merging those branches).
+#: KNOWN EXCEPTIONS: violations in files other branches were editing when this
+#: test came (_dispatch/dispatcher.py, _local/*), as C{(importing module,
+#: imported module, name or None)}; remove each once its code is fixed.  There
+#: were none then: keep it empty.
 KNOWN: set[tuple[str, str, str | None]] = set()
 
 
@@ -70,7 +70,7 @@ def layer(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "actordispatch" or len(parts) < 2:
         return None
-    if parts[1] == "children" or parts[1].startswith("_") and parts[1] != "__main__":
+    if parts[1] == "children" or (parts[1].startswith("_") and parts[1] != "__main__"):
         return parts[1]
     return None
 
