@@ -54,7 +54,6 @@ class FlowControlledAMP(GuardedAMP):
     the peer dropped.
 
     @param max_commands: commands answered at once.
-    @param locator: the responders of the peer's commands (see L{amp.AMP}).
     """
 
     def __init__(
@@ -65,14 +64,12 @@ class FlowControlledAMP(GuardedAMP):
         max_box_bytes: int,
         max_box_keys: int,
         frame_timeout: float,
-        locator: Any = None,
     ) -> None:
         super().__init__(
             reactor,
             max_box_bytes=max_box_bytes,
             max_box_keys=max_box_keys,
             frame_timeout=frame_timeout,
-            locator=locator,
         )
         self._max_commands = max_commands
         #: what the peer is called in logs

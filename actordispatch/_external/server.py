@@ -153,7 +153,6 @@ class DispatcherAMP(FlowControlledAMP):
             max_box_bytes=factory.max_box_bytes,
             max_box_keys=factory.max_box_keys,
             frame_timeout=factory.frame_timeout,
-            locator=self.commands,
         )
         self._verified = factory.allowed_peers is None
         self._closing: list[Deferred[None]] = []
@@ -185,6 +184,14 @@ class DispatcherAMP(FlowControlledAMP):
         The handlers it serves: the name it gave each.
         """
         return self.peer_handlers.handler_ids
+
+    def locateResponder(self, name: bytes) -> Any:
+        """
+        The peer's commands are answered by L{commands}; AMP's own (its
+        default C{StartTLS}) as AMP answers them.
+        """
+        found = self.commands.locateResponder(name)
+        return found if found is not None else super().locateResponder(name)
 
     def never_held(self, box: amp.AmpBox) -> bool:
         """
