@@ -60,13 +60,13 @@ if TYPE_CHECKING:
         DispatcherStats,
         EventDispatcher,
     )
-    from actordispatch._external.server import (
-        DispatcherAMPFactory,
+    from actordispatch._external.listen import (
         InsecureEndpointError,
-        RemotePool,
         TLSServerOptions,
         listen,
     )
+    from actordispatch._external.remote_pool import RemotePool
+    from actordispatch._external.server import DispatcherAMPFactory
     from actordispatch._local.pool import AmpoulePool
     from actordispatch._service.config import (
         ConfigError,
@@ -100,7 +100,7 @@ _WHERE = {
     "HandlerInfo": "actordispatch._core.registry",
     "HandlerOutcome": "actordispatch._core.result",
     "In": "actordispatch._core.match",
-    "InsecureEndpointError": "actordispatch._external.server",
+    "InsecureEndpointError": "actordispatch._external.listen",
     "Invocation": "actordispatch._core.invocation",
     "Not": "actordispatch._core.match",
     "NotRunningError": "actordispatch._core.errors",
@@ -108,15 +108,15 @@ _WHERE = {
     "Phase": "actordispatch._core.phase",
     "Present": "actordispatch._core.match",
     "ProtocolError": "actordispatch._core.errors",
-    "RemotePool": "actordispatch._external.server",
+    "RemotePool": "actordispatch._external.remote_pool",
     "SandboxProfile": "actordispatch._core.sandbox",
     "Status": "actordispatch._core.result",
-    "TLSServerOptions": "actordispatch._external.server",
+    "TLSServerOptions": "actordispatch._external.listen",
     "Verdict": "actordispatch._core.registry",
     "Veto": "actordispatch._core.veto",
     "WorkerHost": "actordispatch._amqp.worker",
     "delete_namespace": "actordispatch._amqp.link",
-    "listen": "actordispatch._external.server",
+    "listen": "actordispatch._external.listen",
     "load_config": "actordispatch._service.config",
     "parse_config": "actordispatch._service.config",
 }

@@ -24,20 +24,22 @@ from zope.interface.verify import verifyObject
 
 from actordispatch import DispatchResult, EventDispatcher
 from actordispatch._core.invocation import Invocation
-from actordispatch._external.server import (
+from actordispatch._external.listen import (
     AMPListener,
+    InsecureEndpointError,
+    TLSServerOptions,
+    listen,
+)
+from actordispatch._external.server import (
     DispatcherAMP,
     DispatcherAMPFactory,
     Fire,
-    InsecureEndpointError,
     Invoke,
     ListHandlers,
     RegisterHandler,
     RemoteHandlerError,
     RemotePool,
-    TLSServerOptions,
     UnregisterHandler,
-    listen,
 )
 from actordispatch._wire.codec import decode_event, encode_event
 from actordispatch.interfaces import IHandlerPool, IRoutedPool

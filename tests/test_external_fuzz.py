@@ -18,8 +18,8 @@ from twisted.protocols import amp
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
+from actordispatch._external.flow import MAX_HELD_BYTES
 from actordispatch._external.server import (
-    MAX_HELD_BYTES,
     DispatcherAMP,
     Fire,
     ListHandlers,
@@ -250,7 +250,7 @@ class FuzzTests(SynchronousTestCase):
                 CAPS["max_commands_per_connection"] + CAPS["max_fires_per_connection"],
             )
             self.assertLessEqual(
-                server._fires_pending, CAPS["max_fires_per_connection"]
+                server.commands.fires_pending, CAPS["max_fires_per_connection"]
             )
             self.assertLessEqual(
                 len(server.handler_ids), CAPS["max_handlers_per_connection"]

@@ -22,18 +22,19 @@ Failures are outcomes, never hangs:
   - no reply within the handler's timeout plus C{reply_grace}: C{"timeout"}
     (C{"actordispatch.NoReply"}); the message expires from its queue then, so
     a host that comes late does not run stale work.
+
+The pool is a facade over its parts: L{BrokerLink} keeps the connection,
+L{Routes} the registrations' bindings, L{Publisher} publishes, and L{Replies}
+waits for the outcomes.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from attrs import define
-from twisted.internet.defer import Deferred, fail
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -41,54 +42,22 @@ from actordispatch._amqp.link import (
     BrokerAddress,
     BrokerLink,
     ClientTLS,
-    _pika,
 )
+from actordispatch._amqp.publisher import DIRECT_REPLY_TO, Publisher
+from actordispatch._amqp.replies import Replies
+from actordispatch._amqp.routes import Routes
 from actordispatch._amqp.wire import (
-    CONTENT_TYPE,
-    Target,
-    WireError,
-    binding_arguments,
-    binding_matches,
     check_namespace,
-    decode_reply,
-    encode_request,
-    event_headers,
     exchange_name,
-    queue_name,
 )
 from actordispatch._core.errors import BrokerUnavailableError
-from actordispatch._core.invocation import Invocation, Job, settle_when
+from actordispatch._core.invocation import Invocation, Job
 from actordispatch._core.match import MatchSpec
 from actordispatch._core.result import HandlerOutcome, Status
 from actordispatch._wire.codec import DEFAULT_MAX_REPLY_SIZE
-from actordispatch._wire.outcome_json import outcome_from_json
 from actordispatch.interfaces import IJobPool, IRoutedPool
 
 __all__ = ["AMQPPool"]
-
-_log = Logger()
-
-#: RabbitMQ's pseudo-queue for direct replies.
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-@define(eq=False)
-class _Expected:
-    """
-    One invocation published and waiting for its outcome.
-    """
-
-    invocation: Invocation
-    done: Deferred[HandlerOutcome]
-    correlation: str
-    sent: float
-    timer: Any = None
-
-
-@define(eq=False)
-class _Binding:
-    queue: str
-    arguments: dict[str, str]
 
 
 @implementer(IRoutedPool, IJobPool)
@@ -154,17 +123,32 @@ class AMQPPool:
             connect_timeout=connect_timeout,
         )
         self._channel: Any = None
-        self._bindings: dict[int, _Binding] = {}
-        self._expected: dict[str, dict[int, _Expected]] = {}
-        self._batch: dict[
-            tuple[int, str, int], list[tuple[Invocation, Deferred[HandlerOutcome]]]
-        ] = {}
-        self._flush_call: Any = None
-        self._correlations = itertools.count(1)
-        self._prefix = f"{os.getpid()}.{id(self):x}."
+        self._routes = Routes(
+            namespace=self.namespace,
+            exchange=self.exchange,
+            name=name,
+            channel=lambda: self._channel,
+            unavailable=self._unavailable,
+        )
+        self._replies = Replies(
+            reactor=reactor,
+            name=name,
+            reply_grace=self.reply_grace,
+            max_reply_size=max_reply_size,
+        )
+        self._publisher = Publisher(
+            reactor=reactor,
+            exchange=self.exchange,
+            name=name,
+            prefix=f"{os.getpid()}.{id(self):x}.",
+            default_timeout=self.default_timeout,
+            reply_grace=self.reply_grace,
+            routes=self._routes,
+            replies=self._replies,
+            channel=lambda: self._channel,
+            unavailable=self._unavailable,
+        )
         self._started: Deferred[bool] | None = None
-        #: replies (or outcomes in them) that no invocation was waiting for
-        self.ignored_replies = 0
 
     # --- introspection -------------------------------------------------------------
 
@@ -188,7 +172,7 @@ class AMQPPool:
         """
         Invocations published and waiting for their outcomes.
         """
-        return sum(len(expected) for expected in self._expected.values())
+        return self._replies.in_flight
 
     @property
     def queued(self) -> int:
@@ -196,7 +180,14 @@ class AMQPPool:
         Invocations not published yet (they go out at the end of this turn of
         the reactor, a phase in one message).
         """
-        return sum(len(items) for items in self._batch.values())
+        return self._publisher.queued
+
+    @property
+    def ignored_replies(self) -> int:
+        """
+        Replies (or outcomes in them) that no invocation was waiting for.
+        """
+        return self._replies.ignored
 
     def child_pids(self) -> tuple[int, ...]:
         """
@@ -272,19 +263,9 @@ class AMQPPool:
             )
             replies, _ = await channel.basic_consume(DIRECT_REPLY_TO, auto_ack=True)
             await channel.confirm_delivery()
-            queues = {binding.queue for binding in self._bindings.values()}
-            for queue in sorted(queues):
-                await channel.queue_declare(queue, durable=True)
-            done = set()
-            for binding in self._bindings.values():
-                key = (binding.queue, tuple(sorted(binding.arguments.items())))
-                if key not in done:
-                    done.add(key)
-                    await channel.queue_bind(
-                        binding.queue, self.exchange, arguments=binding.arguments
-                    )
+            await self._routes.declare(channel)
             self._channel = channel
-            self._next_reply(replies)
+            self._replies.consume(replies)
 
         return Deferred.fromCoroutine(prepare())
 
@@ -310,7 +291,7 @@ class AMQPPool:
         @raise ValueError: for a match spec the exchange cannot route (see
             L{binding_arguments}).
         """
-        binding_arguments(phase, spec)
+        self._routes.check_spec(phase, spec)
 
     def check_handler(self, name: str) -> Deferred[int]:
         """
@@ -319,26 +300,7 @@ class AMQPPool:
         @return: a Deferred firing with how many hosts consume the queue now,
             or failing with L{BrokerUnavailableError}.
         """
-        if self._channel is None:
-            return fail(BrokerUnavailableError(self._unavailable()))
-        try:
-            queue = queue_name(self.namespace, name)
-        except ValueError as e:
-            return fail(e)
-        declared = self._channel.queue_declare(queue, durable=True)
-
-        def consumers(frame: Any) -> int:
-            count = int(frame.method.consumer_count)
-            if count == 0:
-                _log.warn(
-                    "AMQP pool {name}: no worker host consumes {queue} yet; its "
-                    "work waits there until one does, or until its reply is due",
-                    name=self.name,
-                    queue=queue,
-                )
-            return count
-
-        return declared.addCallback(consumers)
+        return self._routes.check_handler(name)
 
     def bind(
         self, handler_id: int, handler: str, phase: str, spec: MatchSpec
@@ -351,49 +313,14 @@ class AMQPPool:
             L{BrokerUnavailableError} if the broker is unreachable, or with
             C{ValueError} for a spec the exchange cannot route.
         """
-        try:
-            binding = _Binding(
-                queue_name(self.namespace, handler), binding_arguments(phase, spec)
-            )
-        except ValueError as e:
-            return fail(e)
-        checked = self.check_handler(handler)
-
-        def bind(_: int) -> Deferred[Any]:
-            if self._channel is None:
-                raise BrokerUnavailableError(self._unavailable())
-            return self._channel.queue_bind(
-                binding.queue, self.exchange, arguments=binding.arguments
-            )
-
-        def bound(_: object) -> None:
-            self._bindings[handler_id] = binding
-
-        return checked.addCallback(bind).addCallback(bound)
+        return self._routes.bind(handler_id, handler, phase, spec)
 
     def unbind(self, handler_id: int) -> None:
         """
         Forget a registration's binding; unbind it from the exchange unless
         another registration needs the same one.
         """
-        binding = self._bindings.pop(handler_id, None)
-        if binding is None or self._channel is None:
-            return
-        if any(
-            other.queue == binding.queue and other.arguments == binding.arguments
-            for other in self._bindings.values()
-        ):
-            return
-        self._channel.queue_unbind(
-            binding.queue, self.exchange, arguments=binding.arguments
-        ).addErrback(
-            lambda reason: _log.failure(
-                "AMQP pool {name}: could not unbind {queue}",
-                reason,
-                name=self.name,
-                queue=binding.queue,
-            )
-        )
+        self._routes.unbind(handler_id)
 
     # --- invocations -----------------------------------------------------------------
 
@@ -404,21 +331,7 @@ class AMQPPool:
 
         @return: a Deferred that always fires with the outcome.
         """
-        done: Deferred[HandlerOutcome] = Deferred()
-        if self._channel is None:
-            done.callback(
-                invocation.outcome(
-                    "crashed",
-                    error_type="actordispatch.BrokerUnavailable",
-                    error_message=self._unavailable(),
-                )
-            )
-            return done
-        key = (id(invocation.event), invocation.phase, id(invocation.keywords))
-        self._batch.setdefault(key, []).append((invocation, done))
-        if self._flush_call is None:
-            self._flush_call = self._reactor.callLater(0, self._flush)
-        return done
+        return self._publisher.invoke(invocation)
 
     def submit(self, jobs: Sequence[Job]) -> None:
         """
@@ -426,203 +339,13 @@ class AMQPPool:
         (no wait for the end of the reactor's turn), and settle each job when
         its outcome comes.
         """
-        for job in jobs:
-            settle_when(self.invoke(job.invocation), job)
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-            self._flush()
-
-    def _flush(self) -> None:
-        self._flush_call = None
-        batch, self._batch = self._batch, {}
-        for items in batch.values():
-            self._publish(items)
-
-    def _publish(
-        self, items: list[tuple[Invocation, Deferred[HandlerOutcome]]]
-    ) -> None:
-        first = items[0][0]
-        headers = event_headers(first.phase, first.keywords)
-        correlation = f"{self._prefix}{next(self._correlations)}"
-        now = self._reactor.seconds()
-        expected: dict[int, _Expected] = {}
-        targets = []
-        for invocation, done in items:
-            pending = _Expected(invocation, done, correlation, now)
-            binding = self._bindings.get(invocation.handler_id)
-            if self._channel is None:
-                self._settle(
-                    pending,
-                    "crashed",
-                    "actordispatch.BrokerUnavailable",
-                    self._unavailable(),
-                )
-            elif binding is None:
-                self._settle(
-                    pending,
-                    "crashed",
-                    "actordispatch.NotBound",
-                    f"handler {invocation.handler_id} is not bound on AMQP pool "
-                    f"{self.name!r}",
-                )
-            elif not binding_matches(binding.arguments, headers):
-                self._settle(
-                    pending,
-                    "crashed",
-                    "actordispatch.Unroutable",
-                    "the exchange cannot route this event to the handler: a "
-                    "keyword value of a type headers cannot compare as Python "
-                    f"does ({dict(first.keywords)!r:.200})",
-                )
-            else:
-                timeout = invocation.timeout or self.default_timeout
-                targets.append(
-                    Target(invocation.handler_id, invocation.handler, timeout)
-                )
-                expected[invocation.handler_id] = pending
-        if not targets:
-            return
-        self._expected[correlation] = expected
-        longest = max(target.timeout for target in targets) + self.reply_grace
-        for target in targets:
-            pending = expected[target.handler_id]
-            pending.timer = self._reactor.callLater(
-                target.timeout + self.reply_grace,
-                self._no_reply,
-                pending,
-                target.timeout,
-            )
-        pika, _ = _pika()
-        properties = pika.BasicProperties(
-            content_type=CONTENT_TYPE,
-            delivery_mode=2,
-            correlation_id=correlation,
-            reply_to=DIRECT_REPLY_TO,
-            headers=headers,
-            expiration=str(int(longest * 1000)),
-        )
-        body = encode_request(first.phase, targets, first.event)
-        published = self._channel.basic_publish(
-            self.exchange, "", body, properties, mandatory=True
-        )
-        published.addErrback(self._not_published, correlation)
-
-    def _not_published(self, reason: Failure, correlation: str) -> None:
-        from pika import exceptions
-
-        if reason.check(exceptions.UnroutableError):
-            kind, message = (
-                "actordispatch.Unroutable",
-                "the broker routed this phase to no queue: its handlers' "
-                "bindings are missing (was the exchange or a queue deleted?)",
-            )
-        elif reason.check(exceptions.NackError):
-            kind, message = (
-                "actordispatch.BrokerRefused",
-                "the broker refused the message (negative publisher confirm)",
-            )
-        else:
-            kind, message = (
-                "actordispatch.BrokerConnectionLost",
-                f"the message could not be published: {reason.getErrorMessage()}",
-            )
-        for pending in list(self._expected.get(correlation, {}).values()):
-            self._settle(pending, "crashed", kind, message)
-
-    def _no_reply(self, pending: _Expected, timeout: float) -> None:
-        pending.timer = None
-        self._settle(
-            pending,
-            "timeout",
-            "actordispatch.NoReply",
-            f"no worker host replied within {timeout + self.reply_grace:g}s (the "
-            f"handler's timeout of {timeout:g}s and reply_grace of "
-            f"{self.reply_grace:g}s); a late reply is ignored",
-        )
-
-    def _next_reply(self, replies: Any) -> None:
-        replies.get().addCallbacks(
-            self._replied, lambda reason: None, callbackArgs=(replies,)
-        )
-
-    def _replied(self, message: Any, replies: Any) -> None:
-        try:
-            self._read_reply(message)
-        except Exception:
-            _log.failure("AMQP pool {name}: a reply could not be read", name=self.name)
-        self._next_reply(replies)
-
-    def _read_reply(self, message: Any) -> None:
-        expected = self._expected.get(message.properties.correlation_id)
-        if expected is None:
-            self.ignored_replies += 1
-            return
-        try:
-            host, records = decode_reply(message.body, self.max_reply_size)
-        except WireError as e:
-            self.ignored_replies += 1
-            _log.warn("AMQP pool {name}: a bad reply: {error}", name=self.name, error=e)
-            return
-        for record in records:
-            handler_id = record.get("handler_id") if isinstance(record, dict) else None
-            pending = expected.get(handler_id) if isinstance(handler_id, int) else None
-            if pending is None:
-                self.ignored_replies += 1
-                continue
-            try:
-                outcome = outcome_from_json(record, pending.invocation)
-            except ValueError as e:
-                self._settle(
-                    pending,
-                    "crashed",
-                    "actordispatch.ProtocolError",
-                    f"worker host {host!r} sent a malformed outcome: {e}",
-                )
-                continue
-            self._finish(pending, outcome)
+        self._publisher.submit(jobs)
 
     # --- outcomes --------------------------------------------------------------------
 
-    def _settle(
-        self, pending: _Expected, status: Status, error_type: str, message: str
-    ) -> None:
-        self._finish(
-            pending,
-            pending.invocation.outcome(
-                status,
-                error_type=error_type,
-                error_message=message,
-                duration=max(0.0, self._reactor.seconds() - pending.sent),
-            ),
-        )
-
-    def _finish(self, pending: _Expected, outcome: HandlerOutcome) -> None:
-        if pending.done.called:
-            return
-        if pending.timer is not None and pending.timer.active():
-            pending.timer.cancel()
-        pending.timer = None
-        expected = self._expected.get(pending.correlation)
-        if expected is not None:
-            expected.pop(pending.invocation.handler_id, None)
-            if not expected:
-                del self._expected[pending.correlation]
-        pending.done.callback(outcome)
-
     def _end_all(self, status: Status, error_type: str, message: str) -> None:
-        for expected in list(self._expected.values()):
-            for pending in list(expected.values()):
-                self._settle(pending, status, error_type, message)
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-        batch, self._batch = self._batch, {}
-        now = self._reactor.seconds()
-        for items in batch.values():
-            for invocation, done in items:
-                self._settle(
-                    _Expected(invocation, done, "", now), status, error_type, message
-                )
+        self._replies.end_all(status, error_type, message)
+        self._publisher.drop(status, error_type, message)
 
     def abort(self, message: str) -> None:
         """
@@ -630,16 +353,7 @@ class AMQPPool:
         host may still run them; their replies will be ignored), those not
         yet published C{"skipped"}.
         """
-        batch, self._batch = self._batch, {}
-        now = self._reactor.seconds()
-        for items in batch.values():
-            for invocation, done in items:
-                self._settle(
-                    _Expected(invocation, done, "", now),
-                    "skipped",
-                    "actordispatch.Aborted",
-                    f"{message} before this ran",
-                )
-        for expected in list(self._expected.values()):
-            for pending in list(expected.values()):
-                self._settle(pending, "timeout", "actordispatch.Aborted", message)
+        self._publisher.drop_batch(
+            "skipped", "actordispatch.Aborted", f"{message} before this ran"
+        )
+        self._replies.end_all("timeout", "actordispatch.Aborted", message)

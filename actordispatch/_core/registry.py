@@ -20,8 +20,8 @@ from typing import Any
 from attrs import define, field, frozen
 
 from actordispatch._core.match import MatchSpec, RoutingIndex
+from actordispatch._core.names import HANDLER_NAME
 from actordispatch._core.result import HandlerOutcome
-from actordispatch._wire.commands import HANDLER_NAME
 
 
 @define(eq=False)

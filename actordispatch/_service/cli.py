@@ -406,7 +406,7 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
     from twisted.internet.error import ConnectionClosed
 
     from actordispatch._core.errors import NotRunningError
-    from actordispatch._external.server import Fire
+    from actordispatch._external.wire import Fire
 
     try:
         keywords = _parse_keywords(args.keywords)
@@ -497,7 +497,7 @@ async def _fire(reactor: Any, args: Any, out: Any) -> int:
 
 
 async def _handlers(reactor: Any, args: Any, out: Any) -> int:
-    from actordispatch._external.server import ListHandlers
+    from actordispatch._external.wire import ListHandlers
 
     try:
         connection = await _connect(reactor, args.connect)

@@ -181,7 +181,7 @@ class DispatcherService(Service):
         # The AMP endpoint for external processes: plaintext only on loopback or
         # a UNIX socket unless the configuration insists; TLS with client
         # certificates from [listen.tls].
-        from actordispatch._external.server import listen
+        from actordispatch._external.listen import listen
 
         options = self.config.listen
         extra = {}
@@ -245,7 +245,7 @@ class DispatcherService(Service):
 
         @return: a Deferred firing once all that is done.
         """
-        from actordispatch._external.server import AMPListener
+        from actordispatch._external.listen import AMPListener
 
         super().stopService()
         ports, self.ports = self.ports, []

@@ -12,7 +12,6 @@ numbered keys of the same box, up to its own cap.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from twisted.protocols import amp
@@ -24,11 +23,9 @@ from actordispatch._core.errors import (
     HandlerImportError,
 )
 
-#: The form of a handler name, as the C{handler} arguments carry it: a dotted
-#: module path, a colon, a dotted attribute path (C{"myapp.handlers:notify"}).
-HANDLER_NAME = re.compile(
-    r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z"
-)
+# The form of a handler name is the core's; the wire checks it, and it stays
+# importable from here.
+from actordispatch._core.names import HANDLER_NAME as HANDLER_NAME
 
 #: AMP's limit on one value.
 AMP_MAX_VALUE = 0xFFFF

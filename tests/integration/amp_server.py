@@ -23,7 +23,7 @@ from twisted.internet import stdio
 from twisted.internet.protocol import Protocol
 
 from actordispatch import EventDispatcher
-from actordispatch._external.server import listen
+from actordispatch._external.listen import listen
 from actordispatch.testing import FakeCall, FakePool
 
 HANDLER = "tests.integration.handlers:describe"

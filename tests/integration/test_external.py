@@ -28,7 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from actordispatch import EventDispatcher
-from actordispatch._external.server import TLSServerOptions, listen
+from actordispatch._external.listen import TLSServerOptions, listen
 from tests.integration.support import Authority, Collector
 
 ROOT = Path(__file__).resolve().parents[2]
