@@ -62,7 +62,7 @@ from actordispatch._core.match import MatchSpec
 from actordispatch._core.result import HandlerOutcome, Status
 from actordispatch._wire.codec import DEFAULT_MAX_REPLY_SIZE
 from actordispatch._wire.outcome_json import outcome_from_json
-from actordispatch.interfaces import IJobPool, IRoutedPool
+from actordispatch.interfaces import IConnectedPool, IJobPool, IProcessPool, IRoutedPool
 
 __all__ = ["AMQPPool"]
 
@@ -91,7 +91,7 @@ class _Binding:
     arguments: dict[str, str]
 
 
-@implementer(IRoutedPool, IJobPool)
+@implementer(IRoutedPool, IJobPool, IProcessPool, IConnectedPool)
 class AMQPPool:
     """
     Handlers that run on worker hosts reached through a RabbitMQ broker.

@@ -51,7 +51,6 @@ __all__ = [
 
 import ipaddress
 import itertools
-import math
 from collections import deque
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -76,8 +75,8 @@ from actordispatch._core.errors import (
     OverloadedError,
 )
 from actordispatch._core.match import to_table
+from actordispatch._core.options import RESERVED_KEYWORDS, OptionError, check_timeout
 from actordispatch._core.result import DispatchResult
-from actordispatch._dispatch.dispatcher import RESERVED_KEYWORDS
 from actordispatch._external.remote_pool import RemotePool
 from actordispatch._external.wire import (
     EXTERNAL_NAME,
@@ -536,7 +535,7 @@ class DispatcherAMP(GuardedAMP):
                 "connection"
             )
         depth = max(call.depth for call in calls) + 1
-        _, fired = self.dispatcher._fire_follow_up(depth, event, keywords, None)
+        _, fired = self.dispatcher.fire_follow_up(depth, event, keywords, None)
         return fired
 
     @RegisterHandler.responder
@@ -561,8 +560,10 @@ class DispatcherAMP(GuardedAMP):
             raise OverloadedError(
                 f"this connection has {len(self.handler_ids)} handlers (the cap)"
             )
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise BadHandlerError(f"timeout must be a positive number, not {timeout}")
+        try:
+            check_timeout(timeout, finite=True)
+        except OptionError as e:
+            raise BadHandlerError(str(e)) from None
         try:
             spec = _json_object(match, "match", operators=True)
         except ValueError as e:
