@@ -263,14 +263,21 @@ class HandlerBook:
         )
         return succeed(None)
 
-    def owned_by(self, owner: Hashable) -> list[int]:
+    def remove_owned(self, owner: Hashable) -> Deferred[int]:
         """
-        The ids of the handlers registered with C{owner}, live or being
-        checked.
+        Remove the handlers registered with C{owner}, live or being checked:
+        see C{EventDispatcher.remove_event_handlers}.
         """
+        if owner is None:
+            raise ValueError(
+                "remove_event_handlers(owner=None) would remove every handler "
+                "registered without an owner; remove those by id"
+            )
         ids = [r.handler_id for r in self.registry.registrations() if r.owner == owner]
         ids += [i for i, r in self._checking.items() if r.owner == owner]
-        return ids
+        for handler_id in ids:
+            self.remove(handler_id)
+        return succeed(len(ids))
 
     def forget_pool(self, name: str) -> None:
         """

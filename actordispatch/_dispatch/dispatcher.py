@@ -32,7 +32,7 @@ from actordispatch._core.options import (
     check_on_overload,
     check_order_by,
 )
-from actordispatch._core.phase import Phase
+from actordispatch._core.phase import Phase, phases_of
 from actordispatch._core.registry import Explanation, HandlerInfo
 from actordispatch._core.result import DispatchResult
 from actordispatch._core.sandbox import SandboxProfile
@@ -157,85 +157,46 @@ class EventDispatcher:
         max_depth: int = 8,
     ) -> None:
         self._keywords = KeywordSet(allowed_match_spec_keywords)
-        if isinstance(phases, (str, Phase)):
-            raise ValueError("phases must be a collection of names or Phase values")
-        self._phase_specs: tuple[Phase, ...] = tuple(Phase.of(p) for p in phases)
+        self._phase_specs = phases_of(phases)
         #: the phases' names, in order
         self.phases: tuple[str, ...] = tuple(p.name for p in self._phase_specs)
-        if not self.phases:
-            raise ValueError("a dispatcher needs at least one phase")
-        if len(set(self.phases)) != len(self.phases):
-            raise ValueError(f"phases must be distinct: {self.phases!r}")
         check_max_in_flight(max_in_flight)
         check_order_by(order_by, self._keywords.frozen())
         check_on_overload(on_overload)
         check_max_queue(max_queue)
         self._max_depth = check_max_depth(max_depth)
-        if pool is not None:
-            _refuse_pool_options(
-                pool_size=pool_size is not None,
-                default_timeout=default_timeout != 60.0,
-                child_env=child_env is not None,
-                max_batch=max_batch != 64,
-                recycle_after=recycle_after != 0,
-                sandbox=sandbox is not None,
-            )
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        default_pool = _default_pool(
+            pool,
+            reactor,
+            size=pool_size,
+            default_timeout=default_timeout,
+            child_env=child_env,
+            max_batch=max_batch,
+            recycle_after=recycle_after,
+            sandbox=sandbox,
+        )
         self._order_by = order_by
-        self._state = Lifecycle()
-        self._pools = PoolSet()
-        self._book = HandlerBook(
-            self.phases, self._keywords, self._pools, self._state, reactor
-        )
-        runner = PhaseRunner(
-            self._phase_specs,
-            self._book.registry,
-            self._pools.submitters,
-            self._state,
-            skip_after_failure=skip_after_failure,
-            trace=trace,
-        )
-        self._admission = Admission(
-            self._state,
-            self._keywords,
-            self._book.registry,
-            reactor,
-            runner.run_phase,
-            max_in_flight=max_in_flight,
-            order_by=order_by,
-            max_queue=max_queue,
-            on_overload=on_overload,
-            max_event_size=max_event_size,
-            max_depth=max_depth,
-            trace=trace,
-        )
-        runner.finish = self._admission.finish
-        runner.broke = self._admission.broke
-        self._stopper = Stopper(
-            self._state,
-            reactor,
-            self._pools,
-            self._book,
-            self._admission,
-            self.phases,
-            drain_timeout=drain_timeout,
-        )
-        self._pools.follow_ups = self.fire_follow_up if max_depth else None
-        self._pools.add(
-            "default",
-            pool
-            or AmpoulePool(
-                size=pool_size or os.cpu_count() or 2,
-                default_timeout=default_timeout,
-                child_env=child_env,
-                max_batch=max_batch,
-                recycle_after=recycle_after,
-                sandbox=sandbox or SandboxProfile(),
-                reactor=reactor,
-            ),
+        self._state, self._pools, self._book, self._admission, self._stopper = (
+            _assemble(
+                self._phase_specs,
+                self._keywords,
+                reactor,
+                default_pool,
+                follow_ups=self.fire_follow_up if max_depth else None,
+                drain_timeout=drain_timeout,
+                skip_after_failure=skip_after_failure,
+                trace=trace,
+                max_in_flight=max_in_flight,
+                order_by=order_by,
+                max_queue=max_queue,
+                on_overload=on_overload,
+                max_event_size=max_event_size,
+                max_depth=max_depth,
+            )
         )
 
     # --- configuration -----------------------------------------------------------
@@ -358,15 +319,7 @@ class EventDispatcher:
         @raise ValueError: for C{owner=None} (handlers registered without an
             owner are removed one by one).
         """
-        if owner is None:
-            raise ValueError(
-                "remove_event_handlers(owner=None) would remove every handler "
-                "registered without an owner; remove those by id"
-            )
-        ids = self._book.owned_by(owner)
-        for handler_id in ids:
-            self._book.remove(handler_id)
-        return succeed(len(ids))
+        return self._book.remove_owned(owner)
 
     def remove_event_handler(self, handler_id: int) -> Deferred[None]:
         """
@@ -547,14 +500,94 @@ class EventDispatcher:
         return self._admission.follow_up(depth, event, keywords, on_error)
 
 
-def _refuse_pool_options(**given: bool) -> None:
+def _assemble(
+    phase_specs: tuple[Phase, ...],
+    keywords: KeywordSet,
+    reactor: Any,
+    default_pool: IHandlerPool,
+    *,
+    follow_ups: Callable[..., Any] | None,
+    drain_timeout: float | None,
+    skip_after_failure: bool,
+    trace: bool,
+    **options: Any,
+) -> tuple[Lifecycle, PoolSet, HandlerBook, Admission, Stopper]:
     """
-    Refuse the local pool's options given together with C{pool=}: the
-    dispatcher would not build that pool, so they would do nothing.
+    The parts of a dispatcher, wired together: the L{PhaseRunner} runs the
+    events the L{Admission} starts, and tells it when each has finished;
+    the L{PoolSet} holds C{default_pool}, and gives C{follow_ups} to the
+    pools whose handlers fire follow-up events.
     """
+    phases = tuple(phase.name for phase in phase_specs)
+    state = Lifecycle()
+    pools = PoolSet(follow_ups=follow_ups)
+    book = HandlerBook(phases, keywords, pools, state, reactor)
+    runner = PhaseRunner(
+        phase_specs,
+        book.registry,
+        pools.submitters,
+        state,
+        skip_after_failure=skip_after_failure,
+        trace=trace,
+    )
+    admission = Admission(
+        state,
+        keywords,
+        book.registry,
+        reactor,
+        runner.run_phase,
+        trace=trace,
+        **options,
+    )
+    runner.finish = admission.finish
+    runner.broke = admission.broke
+    stopper = Stopper(
+        state, reactor, pools, book, admission, phases, drain_timeout=drain_timeout
+    )
+    pools.add("default", default_pool)
+    return state, pools, book, admission, stopper
+
+
+def _default_pool(
+    pool: IHandlerPool | None,
+    reactor: Any,
+    *,
+    size: int | None,
+    default_timeout: float,
+    child_env: Mapping[str, str] | None,
+    max_batch: int,
+    recycle_after: int,
+    sandbox: SandboxProfile | None,
+) -> IHandlerPool:
+    """
+    The dispatcher's C{"default"} pool: C{pool}, or a local ampoule pool
+    built with the other options.
+
+    @raise ValueError: when C{pool} is given with options of the local pool
+        (other than their defaults), which it would ignore.
+    """
+    if pool is None:
+        return AmpoulePool(
+            size=size or os.cpu_count() or 2,
+            default_timeout=default_timeout,
+            child_env=child_env,
+            max_batch=max_batch,
+            recycle_after=recycle_after,
+            sandbox=sandbox or SandboxProfile(),
+            reactor=reactor,
+        )
+    given = {
+        "pool_size": size is not None,
+        "default_timeout": default_timeout != 60.0,
+        "child_env": child_env is not None,
+        "max_batch": max_batch != 64,
+        "recycle_after": recycle_after != 0,
+        "sandbox": sandbox is not None,
+    }
     ignored = sorted(name for name, was_given in given.items() if was_given)
     if ignored:
         raise ValueError(
             f"{', '.join(ignored)} configure the local pool, which pool= "
             "replaces: they would be ignored (give them to that pool instead)"
         )
+    return pool
