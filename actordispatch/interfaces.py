@@ -194,3 +194,62 @@ class IRoutedPool(IHandlerPool):
         """
         Remove the route of a registration that is gone.
         """
+
+
+# --- optional capabilities of a pool ----------------------------------------------
+#
+# A pool declares what it can do beyond L{IHandlerPool} with these, and the
+# dispatcher and the metrics check them with C{providedBy}: nothing is probed
+# by attribute name.
+
+
+class IWarmablePool(IHandlerPool):
+    """
+    A pool that can import handlers ahead of their first invocation.
+    """
+
+    def warm(handler: str) -> None:
+        """
+        Have the workers import C{handler} now (and those started later, as
+        they start): a registration will send it invocations.
+        """
+
+
+class IProcessPool(IHandlerPool):
+    """
+    A pool whose workers are processes of this machine, or that can at least
+    say which they are (a pool with none answers an empty sequence).
+    """
+
+    def child_pids() -> Sequence[int]:
+        """
+        The pids of the live worker processes.
+        """
+
+
+class IFollowUpPool(IHandlerPool):
+    """
+    A pool whose handlers can fire follow-up events (see
+    L{actordispatch.children.followup}): the dispatcher gives it where to send
+    them.
+    """
+
+    def set_follow_ups(sink: Any) -> None:
+        """
+        Send follow-up events to C{sink}, called as C{sink(depth, event,
+        keywords, on_error)} and returning C{(number, Deferred[DispatchResult])}
+        or raising C{FollowUpError}; C{None} refuses them all.
+        """
+
+
+class IConnectedPool(IHandlerPool):
+    """
+    A pool that reaches its workers over a connection (a broker's), which can
+    be down, and whose replies can arrive when nobody waits for them.
+    """
+
+    up = Attribute("Whether the connection is up now (a bool).")
+    ignored_replies = Attribute(
+        "How many replies no invocation was waiting for (an int): duplicates "
+        "after a redelivery, replies after a timeout."
+    )

@@ -738,7 +738,7 @@ class FollowUpTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(invoked).ok)
         self.assertTrue(self.successResultOf(queued)["ok"])
         # A follow-up of a follow-up: depth 2, past max_depth=1.
-        deep = h.dispatcher._fire_follow_up(1, b"{}", {"kind": "ext"}, None)[1]
+        deep = h.dispatcher.fire_follow_up(1, b"{}", {"kind": "ext"}, None)[1]
         h.pump.flush()
         self.assertEqual(len(h.peer.invocations), 2)
         self.assertEqual(

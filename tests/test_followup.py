@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from actordispatch import EventDispatcher
 from actordispatch._core.errors import FollowUpDepthError, FollowUpError
 from actordispatch._wire.codec import decode_event, encode_event
 from actordispatch.examples.user_created import UserEvent
+from actordispatch.interfaces import IFollowUpPool
 from actordispatch.testing import FakePool
 
 
@@ -34,7 +36,7 @@ class FollowUpTests(SynchronousTestCase):
         )
 
     def follow_up(self, depth: int = 1, event: object = None, **keywords: object):  # type: ignore[no-untyped-def]
-        return self.dispatcher._fire_follow_up(
+        return self.dispatcher.fire_follow_up(
             depth, encode_event(event), dict(keywords or {"kind": "x"}), None
         )
 
@@ -82,7 +84,7 @@ class FollowUpTests(SynchronousTestCase):
         self.assertRaises(FollowUpError, self.follow_up, colour="red")
         self.assertRaises(FollowUpError, self.follow_up, kind=["x"])
         with self.assertRaises(FollowUpError):
-            self.dispatcher._fire_follow_up(1, b"{}", {"kind": "x"}, "stop")
+            self.dispatcher.fire_follow_up(1, b"{}", {"kind": "x"}, "stop")
         with self.assertRaises(FollowUpError):
             self.follow_up(event="x" * 5000)
         self.assertEqual(self.pool.pending(), [])
@@ -96,6 +98,7 @@ class FollowUpTests(SynchronousTestCase):
         """
         told: list[object] = []
 
+        @implementer(IFollowUpPool)
         class Pool(FakePool):
             def set_follow_ups(self, sink: object) -> None:
                 told.append(sink)

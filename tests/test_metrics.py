@@ -13,11 +13,11 @@ from zope.interface import implementer
 
 from actordispatch import EventDispatcher
 from actordispatch._service.metrics import metrics_registry
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IConnectedPool
 from actordispatch.testing import FakePool
 
 
-@implementer(IHandlerPool)
+@implementer(IConnectedPool)
 @define(eq=False)
 class ConnectedPool(FakePool):
     """

@@ -55,12 +55,12 @@ from actordispatch._core.invocation import Invocation, Job
 from actordispatch._core.match import MatchSpec
 from actordispatch._core.result import HandlerOutcome, Status
 from actordispatch._wire.codec import DEFAULT_MAX_REPLY_SIZE
-from actordispatch.interfaces import IJobPool, IRoutedPool
+from actordispatch.interfaces import IConnectedPool, IJobPool, IProcessPool, IRoutedPool
 
 __all__ = ["AMQPPool"]
 
 
-@implementer(IRoutedPool, IJobPool)
+@implementer(IRoutedPool, IJobPool, IProcessPool, IConnectedPool)
 class AMQPPool:
     """
     Handlers that run on worker hosts reached through a RabbitMQ broker.

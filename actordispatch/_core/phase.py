@@ -7,6 +7,8 @@ phase that cannot veto, with the dispatcher's error policy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from attrs import field, frozen
 
 #: The error policies: whether a failed handler stops the event's later phases.
@@ -78,3 +80,21 @@ class Phase:
         if isinstance(value, Phase):
             return value
         return cls(value)
+
+
+def phases_of(phases: Iterable[str | Phase]) -> tuple[Phase, ...]:
+    """
+    A dispatcher's phases, in order, from names or L{Phase} values.
+
+    @raise ValueError: for a single name or phase (not a collection), for no
+        phase, or for two phases of one name.
+    """
+    if isinstance(phases, (str, Phase)):
+        raise ValueError("phases must be a collection of names or Phase values")
+    specs = tuple(Phase.of(p) for p in phases)
+    names = tuple(p.name for p in specs)
+    if not names:
+        raise ValueError("a dispatcher needs at least one phase")
+    if len(set(names)) != len(names):
+        raise ValueError(f"phases must be distinct: {names!r}")
+    return specs

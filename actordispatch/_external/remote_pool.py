@@ -28,7 +28,7 @@ from actordispatch._external.wire import (
     peer_error_message,
 )
 from actordispatch._wire.codec import decode_finite, peer_json
-from actordispatch.interfaces import IRoutedPool
+from actordispatch.interfaces import IProcessPool, IRoutedPool
 
 _log = Logger()
 
@@ -47,7 +47,7 @@ class _RemoteCall:
     timer: Any = None
 
 
-@implementer(IRoutedPool)
+@implementer(IRoutedPool, IProcessPool)
 class RemotePool:
     """
     The L{IHandlerPool} of one external process connected over AMP: every

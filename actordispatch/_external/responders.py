@@ -10,7 +10,6 @@ hold (handlers, events in flight) is capped by its factory.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
@@ -26,8 +25,8 @@ from actordispatch._core.errors import (
     OverloadedError,
 )
 from actordispatch._core.match import to_table
+from actordispatch._core.options import RESERVED_KEYWORDS, OptionError, check_timeout
 from actordispatch._core.result import DispatchResult
-from actordispatch._dispatch.dispatcher import RESERVED_KEYWORDS
 from actordispatch._external.wire import (
     EXTERNAL_NAME,
     MAX_NAME_LENGTH,
@@ -151,7 +150,7 @@ class PeerCommands(amp.CommandLocator):
                 "connection"
             )
         depth = max(call.depth for call in calls) + 1
-        _, fired = self._dispatcher._fire_follow_up(depth, event, keywords, None)
+        _, fired = self._dispatcher.fire_follow_up(depth, event, keywords, None)
         return fired
 
     @RegisterHandler.responder
@@ -178,8 +177,10 @@ class PeerCommands(amp.CommandLocator):
             raise OverloadedError(
                 f"this connection has {len(peer.handler_ids)} handlers (the cap)"
             )
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise BadHandlerError(f"timeout must be a positive number, not {timeout}")
+        try:
+            check_timeout(timeout, finite=True)
+        except OptionError as e:
+            raise BadHandlerError(str(e)) from None
         try:
             spec = _json_object(match, "match", operators=True)
         except ValueError as e:

@@ -72,7 +72,12 @@ from actordispatch._wire.codec import (
 )
 from actordispatch._wire.commands import AMP_MAX_VALUE, CheckHandler, Ping, RunBatch
 from actordispatch._wire.outcome_json import encode_dispatch_result
-from actordispatch.interfaces import IJobPool
+from actordispatch.interfaces import (
+    IFollowUpPool,
+    IJobPool,
+    IProcessPool,
+    IWarmablePool,
+)
 
 __all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "child_environment"]
 
@@ -160,7 +165,7 @@ def _outcome_from_record(
     )
 
 
-@implementer(IJobPool)
+@implementer(IJobPool, IWarmablePool, IProcessPool, IFollowUpPool)
 @define(eq=False)
 class AmpoulePool:
     """

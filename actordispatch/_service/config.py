@@ -59,6 +59,20 @@ from attrs import field, frozen
 
 from actordispatch._core.errors import ActorDispatchError
 from actordispatch._core.match import from_table
+from actordispatch._core.options import (
+    OptionError,
+    check_expires,
+    check_keyword_name,
+    check_max_calls,
+    check_max_depth,
+    check_max_event_size,
+    check_max_in_flight,
+    check_max_queue,
+    check_on_overload,
+    check_order_by,
+    check_retries,
+    check_timeout,
+)
 from actordispatch._core.phase import Phase
 from actordispatch._core.sandbox import SandboxProfile
 from actordispatch._wire.commands import HANDLER_NAME
@@ -144,6 +158,23 @@ _LISTEN_KEYS: dict[str, type | tuple[type, ...]] = {
     "tls": dict,
 }
 _METRICS_KEYS: dict[str, type | tuple[type, ...]] = {"endpoint": str}
+
+#: The dispatcher's rules for the C{[dispatcher]} keys that have one beyond
+#: their type (C{order_by} also needs the keywords).
+_DISPATCHER_RULES: dict[str, Callable[[Any], object]] = {
+    "on_overload": check_on_overload,
+    "max_in_flight": check_max_in_flight,
+    "max_queue": check_max_queue,
+    "max_event_size": check_max_event_size,
+    "max_depth": check_max_depth,
+}
+#: The same for a C{[[handlers]]} entry.
+_HANDLER_RULES: dict[str, Callable[[Any], object]] = {
+    "max_calls": check_max_calls,
+    "retries": check_retries,
+    "timeout": check_timeout,
+    "expires": check_expires,
+}
 
 
 @frozen
@@ -275,6 +306,17 @@ def _check_amqp_pool(where: str, pool: dict[str, Any], fail: Any) -> None:
             fail(f"{where}.{key}", f"must be positive, not {pool[key]!r}")
 
 
+def _option(where: str, fail: Any, check: Callable[..., Any], *args: Any) -> None:
+    """
+    Check an option with the rule the dispatcher applies (see
+    L{actordispatch._core.options}), reporting a mistake against C{where}.
+    """
+    try:
+        check(*args)
+    except OptionError as e:
+        fail(where, e.problem)
+
+
 def _match_value(where: str, value: Any, fail: Any) -> Any:
     """
     A match spec value from TOML: a single value, or an operator as a table of
@@ -344,8 +386,7 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
         fail("dispatcher.keywords", "missing: list the match keywords")
     assert keywords is not None
     for index, keyword in enumerate(keywords):
-        if not isinstance(keyword, str) or not keyword.isidentifier():
-            fail(f"dispatcher.keywords[{index}]", f"{keyword!r} is not an identifier")
+        _option(f"dispatcher.keywords[{index}]", fail, check_keyword_name, keyword)
     declared = dispatcher.pop("phases", ["before", "during", "after"])
     if not declared:
         fail("dispatcher.phases", "must be a non-empty list of names or tables")
@@ -356,22 +397,17 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
     phases = [spec.name for spec in specs]
     if len(set(phases)) != len(phases):
         fail("dispatcher.phases", f"names must be distinct: {phases!r}")
-    if "on_overload" in dispatcher and dispatcher["on_overload"] not in (
-        "fail",
-        "wait",
-    ):
-        fail(
-            "dispatcher.on_overload",
-            f"must be 'fail' or 'wait', not {dispatcher['on_overload']!r}",
-        )
-    if "order_by" in dispatcher and dispatcher["order_by"] not in keywords:
-        fail(
+    for key, check in _DISPATCHER_RULES.items():
+        if key in dispatcher:
+            _option(f"dispatcher.{key}", fail, check, dispatcher[key])
+    if "order_by" in dispatcher:
+        _option(
             "dispatcher.order_by",
-            f"{dispatcher['order_by']!r} is not one of the keywords",
+            fail,
+            check_order_by,
+            dispatcher["order_by"],
+            keywords,
         )
-    for key in ("max_in_flight", "max_queue", "max_event_size", "max_depth"):
-        if key in dispatcher and dispatcher[key] < (1 if key == "max_in_flight" else 0):
-            fail(f"dispatcher.{key}", f"must not be {dispatcher[key]!r}")
     dispatcher["allowed_match_spec_keywords"] = tuple(keywords)
     dispatcher["phases"] = tuple(
         spec if spec != Phase(spec.name) else spec.name for spec in specs
@@ -424,14 +460,9 @@ def parse_config(text: str, source: str = "<config>") -> ServiceConfig:
             match[key] = _match_value(f"{where}.match.{key}", value, fail)
         if entry.get("pool", "default") not in pools:
             fail(f"{where}.pool", f"unknown pool {entry['pool']!r}")
-        for key in ("max_calls",):
-            if key in entry and entry[key] < 1:
-                fail(f"{where}.{key}", f"must be at least 1, not {entry[key]!r}")
-        if "retries" in entry and entry["retries"] < 0:
-            fail(f"{where}.retries", f"must not be negative, not {entry['retries']!r}")
-        for key in ("timeout", "expires"):
-            if key in entry and entry[key] <= 0:
-                fail(f"{where}.{key}", f"must be positive, not {entry[key]!r}")
+        for key, check in _HANDLER_RULES.items():
+            if key in entry:
+                _option(f"{where}.{key}", fail, check, entry[key])
         options: dict[str, Any] = {
             k: entry[k]
             for k in (

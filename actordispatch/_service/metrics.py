@@ -15,6 +15,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from actordispatch.interfaces import IConnectedPool, IProcessPool
+
 
 class DispatcherCollector(Collector):
     """
@@ -86,11 +88,10 @@ class DispatcherCollector(Collector):
             labels=["pool"],
         )
         for name, pool in self._dispatcher.pools().items():
-            pids = getattr(pool, "child_pids", None)
-            gauge.add_metric([name], len(pids()) if callable(pids) else 0)
-            if isinstance(getattr(pool, "up", None), bool):
+            processes = IProcessPool.providedBy(pool)
+            gauge.add_metric([name], len(pool.child_pids()) if processes else 0)
+            if IConnectedPool.providedBy(pool):
                 up.add_metric([name], int(pool.up))
-            if isinstance(getattr(pool, "ignored_replies", None), int):
                 ignored.add_metric([name], pool.ignored_replies)
         yield gauge
         yield up

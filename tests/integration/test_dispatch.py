@@ -31,7 +31,8 @@ class RealChildrenTestCase(TestCase):
     timeout = 60
 
     def dispatcher(self, **kwargs: Any) -> EventDispatcher:
-        kwargs.setdefault("pool_size", 2)
+        if "pool" not in kwargs:  # pool_size with pool= is refused
+            kwargs.setdefault("pool_size", 2)
         kwargs.setdefault("allowed_match_spec_keywords", ("event_type", "user", "role"))
         dispatcher = EventDispatcher(**kwargs)
         self.addCleanup(dispatcher.stop)
