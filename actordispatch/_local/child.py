@@ -28,9 +28,10 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from time import monotonic
+from typing import IO, Any, Protocol
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -366,3 +367,71 @@ def spawn_child(
     if reply is not None:
         read_more(reply)
     return Child(number, protocol, connector, process, spool, connector.finished)
+
+
+class ChildLauncher(Protocol):
+    """
+    How a pool gets its children, and the clock their spools speak: the seam
+    that lets the pool's supervision be driven by fake children (and a
+    L{twisted.internet.task.Clock}) in unit tests, real ampoule children
+    everywhere else.
+    """
+
+    def now(self) -> float:
+        """
+        The time now, on the clock the children write their spools with.
+        """
+
+    def spawn(
+        self,
+        reactor: Any,
+        number: int,
+        *,
+        env: Mapping[str, str],
+        config: Mapping[str, Any],
+        on_protocol_error: Callable[[str], None],
+        max_box_bytes: int,
+        max_box_keys: int,
+        output_cap: int,
+        on_follow_up: FollowUpSink | None = None,
+    ) -> Child:
+        """
+        Start one child; it boots in the background (see L{spawn_child}).
+        """
+
+
+@frozen
+class AmpouleLauncher:
+    """
+    The real thing: children are processes started by L{spawn_child}, and
+    their spools are in C{time.monotonic} seconds (C{CLOCK_MONOTONIC} is one
+    clock for every process of the machine).
+    """
+
+    def now(self) -> float:
+        return monotonic()
+
+    def spawn(
+        self,
+        reactor: Any,
+        number: int,
+        *,
+        env: Mapping[str, str],
+        config: Mapping[str, Any],
+        on_protocol_error: Callable[[str], None],
+        max_box_bytes: int,
+        max_box_keys: int,
+        output_cap: int,
+        on_follow_up: FollowUpSink | None = None,
+    ) -> Child:
+        return spawn_child(
+            reactor,
+            number,
+            env=env,
+            config=config,
+            on_protocol_error=on_protocol_error,
+            max_box_bytes=max_box_bytes,
+            max_box_keys=max_box_keys,
+            output_cap=output_cap,
+            on_follow_up=on_follow_up,
+        )

@@ -37,7 +37,6 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from time import monotonic
 from typing import Any
 
 from attrs import define, field
@@ -58,10 +57,11 @@ from actordispatch._core.sandbox import SandboxProfile, missing_layers
 from actordispatch._core.veto import MAX_VETO_REASON
 from actordispatch._local.child import (
     CHILD_BOOTSTRAP,
+    AmpouleLauncher,
     Child,
+    ChildLauncher,
     SpoolView,
     child_environment,
-    spawn_child,
 )
 from actordispatch._local.quarantine import Quarantine
 from actordispatch._wire.codec import (
@@ -194,6 +194,9 @@ class AmpoulePool:
     @ivar max_follow_ups: the most follow-up events one child's handlers may
         have running at once (waited for or not).
     @ivar reactor: the reactor (the global one by default).
+    @ivar launcher: how children are started, and the clock of their spools
+        (by default real ampoule children: L{AmpouleLauncher}); unit tests
+        pass fake children.
     """
 
     size: int = 2
@@ -217,6 +220,7 @@ class AmpoulePool:
     max_waiting: int = 32
     max_follow_ups: int = 64
     reactor: Any = None
+    launcher: ChildLauncher = field(factory=AmpouleLauncher)
     _children: dict[int, Child] = field(factory=dict, init=False)
     _idle: deque[Child] = field(factory=deque, init=False)
     _spares: deque[Child] = field(factory=deque, init=False)
@@ -365,7 +369,7 @@ class AmpoulePool:
     def _spawn(self) -> Deferred[None]:
         number = next(self._numbers)
         holder: list[Child] = []
-        child = spawn_child(
+        child = self.launcher.spawn(
             self.reactor,
             number,
             env=child_environment(self.child_env),
@@ -896,7 +900,7 @@ class AmpoulePool:
             self._done_with(child, None)
 
     def _send_batch(self, child: Child, items: list[Job]) -> None:
-        batch = _Batch(next(self._seqs), child, items, monotonic())
+        batch = _Batch(next(self._seqs), child, items, self.launcher.now())
         child.state = "busy"
         child.work = batch
         child.calls += len(items)
@@ -981,7 +985,7 @@ class AmpoulePool:
         else:
             started = view.records[index - 1][0]
         timeout = self._timeout_of(batch.items[index])
-        left = started + timeout - monotonic()
+        left = started + timeout - self.launcher.now()
         if left > 0:
             self._check_later(batch, left)
             return
@@ -1052,7 +1056,7 @@ class AmpoulePool:
                     status,
                     error_type=error_type,
                     error_message=message,
-                    duration=max(0.0, monotonic() - started),
+                    duration=max(0.0, self.launcher.now() - started),
                     pid=pid,
                 )
             )
