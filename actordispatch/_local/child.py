@@ -39,6 +39,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from actordispatch._core.errors import ChildEndedError, ProtocolError
+from actordispatch._local.lifecycle import ChildState
 from actordispatch._wire.commands import FireFollowUp
 from actordispatch._wire.guarded import GuardedAMP
 from actordispatch._wire.pipes import read_more, widen, write_now
@@ -244,8 +245,8 @@ class Child:
     """
     A live (or dying) child process and what the pool knows of it.
 
-    @ivar state: C{"booting"}, C{"idle"}, C{"busy"}, C{"retiring"} (asked to
-        shut down after its current work) or C{"dying"} (being killed).
+    @ivar state: where it is in its life (see L{actordispatch._local.lifecycle});
+        change it only with L{transition}.
     """
 
     number: int
@@ -254,7 +255,7 @@ class Child:
     process: Any
     spool: IO[bytes]
     ended: Deferred[Any]
-    state: str = "booting"
+    state: ChildState = ChildState.BOOTING
     calls: int = 0
     work: Any = None
     kill_call: Any = None

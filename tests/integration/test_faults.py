@@ -229,7 +229,7 @@ class CrashTests(FaultTestCase):
         self.assertIn(
             crash_on_import.handler.__module__ + ":handler", pool.quarantined()
         )
-        self.assertLessEqual(next(pool._numbers), 2 + 3 + 3)
+        self.assertLessEqual(next(pool._supervisor._numbers), 2 + 3 + 3)
 
 
 class HangTests(FaultTestCase):
