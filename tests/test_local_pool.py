@@ -474,3 +474,80 @@ class FollowUpTests(PoolTestCase):
             event=b"{}", keywords="{}", seq=arguments["seq"], wait=True
         )
         self.failureResultOf(d, FollowUpError)
+
+
+class ChildWordTests(PoolTestCase):
+    """
+    Issue 16: the child's word never extends a deadline.  What a child writes
+    in its spool is clamped to what the parent observed, and every batch has
+    a hard bound (sent + its timeouts + the kill grace) on the parent's clock.
+    """
+
+    def test_future_start_still_times_out(self) -> None:
+        """
+        A child that reports its invocation started far in the future (and
+        ignores SIGTERM) is still timed out on time, from when it was sent.
+        """
+        self.started(kill_grace=1.0)
+        (d,) = self.invoke(invocation(timeout=5))
+        child = self.child()
+        child.ignores_term = True
+        child.start_batch(started=self.clock.seconds() + 1e6)
+        self.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        outcome = self.outcome(d)
+        self.assertEqual(outcome.status, "timeout")
+        self.assertEqual(outcome.duration, 5.0)
+        self.assertEqual(child.process.signals, [signal.SIGTERM])
+        self.clock.advance(1.0)
+        self.assertEqual(child.process.signals, [signal.SIGTERM, signal.SIGKILL])
+
+    def test_future_end_time_not_believed(self) -> None:
+        """
+        An end time from the future (the next invocation's start) is not
+        believed: the next invocation is timed from when the batch was sent.
+        """
+        self.started()
+        first, *rest = self.invoke(*(invocation(f"h{n}", timeout=5) for n in range(3)))
+        self.child().run([0])
+        child = self.child()
+        child.start_batch()
+        self.clock.advance(1)
+        child.finish({"s": "ok", "v": 1, "d": 1.0}, ended=self.clock.seconds() + 1e6)
+        self.clock.advance(3.9)
+        self.assertNoResult(rest[1])
+        self.clock.advance(0.1)
+        self.assertEqual(self.outcome(rest[0]).value, 1)
+        self.assertEqual(self.outcome(rest[1]).status, "timeout")
+
+    def test_start_before_sending_clamped(self) -> None:
+        """
+        A start time from before the batch was sent counts as its sending
+        time: the parent's own observation bounds what a child reports.
+        """
+        self.started()
+        (d,) = self.invoke(invocation(timeout=5))
+        self.child().start_batch(started=self.clock.seconds() - 100)
+        self.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        outcome = self.outcome(d)
+        self.assertEqual((outcome.status, outcome.duration), ("timeout", 5.0))
+
+    def test_spool_says_done_but_no_answer(self) -> None:
+        """
+        A child whose spool says every invocation finished, but that never
+        answers, is killed at the batch's hard bound; the spool's outcomes
+        stand (a child is trusted about its own handlers' results).
+        """
+        self.started(kill_grace=1.0)
+        (d,) = self.invoke(invocation(timeout=5))
+        child = self.child()
+        child.start_batch()
+        child.finish({"s": "ok", "v": 1, "d": 0.1})
+        self.clock.advance(5.5)
+        self.assertNoResult(d)
+        self.clock.advance(0.5)
+        self.assertEqual(self.outcome(d).value, 1)
+        self.assertEqual(child.process.signals, [signal.SIGTERM])

@@ -5,6 +5,12 @@ Each invocation is timed from its own start, read from its child's spool; a
 child whose invocation overran its timeout is killed (SIGTERM, then SIGKILL
 after the kill grace): that invocation ends C{"timeout"}, those that finished
 keep their outcomes, those not started run on another child.
+
+The child's word never extends a deadline (issue 16): the times its spool
+reports are clamped to what the parent observed (after the batch was sent,
+before now), and every batch has a hard bound on the parent's clock, its
+sending time plus the sum of its invocations' timeouts plus the kill grace:
+past it the child is killed, and whatever did not finish ends C{"timeout"}.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from attrs import define, field
 from twisted.logger import Logger
 
 from actordispatch._core.invocation import Job
-from actordispatch._local.settling import SpoolSettler
+from actordispatch._local.child import SpoolView
+from actordispatch._local.settling import SpoolSettler, reported_start
 from actordispatch._local.supervisor import Supervisor
 from actordispatch._local.work import Batch, cancel_call
 
@@ -49,8 +56,12 @@ class DeadlineWatch:
 
     def watch(self, batch: Batch) -> None:
         """
-        Watch C{batch}, just sent: its first invocation's deadline comes first.
+        Watch C{batch}, just sent: its first invocation's deadline comes first,
+        its hard bound last.
         """
+        batch.hard_deadline = (
+            batch.sent + sum(map(self.timeout_of, batch.items)) + self.kill_grace
+        )
         self.check_later(batch, self.timeout_of(batch.items[0]))
 
     def stop(self) -> None:
@@ -114,21 +125,21 @@ class DeadlineWatch:
         if batch.settled:
             return
         view = batch.child.read_spool(batch.seq, self.max_reply_size)
+        now = self.now()
+        bound = batch.hard_deadline - now
+        if bound <= 0:
+            self._overran(batch, view)
+            return
         index = len(view.records)
         if index >= len(batch.items):
             # All ran; the answer is on its way.  Look again in a moment.
-            self.check_later(batch, self.kill_grace)
+            self.check_later(batch, min(self.kill_grace, bound))
             return
-        if view.started is None:
-            started = batch.sent
-        elif index == 0:
-            started = view.started
-        else:
-            started = view.records[index - 1][0]
+        started = reported_start(view, index, batch.sent, now)
         timeout = self.timeout_of(batch.items[index])
-        left = started + timeout - self.now()
+        left = started + timeout - now
         if left > 0:
-            self.check_later(batch, left)
+            self.check_later(batch, min(left, bound))
             return
         child = batch.child
         self.settler.settle(
@@ -143,5 +154,28 @@ class DeadlineWatch:
             pid=child.pid,
             handler=batch.items[index].invocation.handler,
             timeout=timeout,
+        )
+        self.supervisor.kill(child)
+
+    def _overran(self, batch: Batch, view: SpoolView) -> None:
+        """
+        C{batch} ran past its hard bound: whatever its spool says, kill its
+        child; what did not finish ends C{"timeout"} and runs nowhere else.
+        """
+        child = batch.child
+        bound = batch.hard_deadline - batch.sent
+        self.settler.settle(
+            batch,
+            view,
+            "timeout",
+            "actordispatch.HandlerTimeout",
+            f"its batch did not finish within {bound:g}s (its timeouts and the "
+            "kill grace); its child process was killed",
+            overrun=True,
+        )
+        _log.warn(
+            "child {pid} killed: its batch ran past its hard bound of {bound}s",
+            pid=child.pid,
+            bound=bound,
         )
         self.supervisor.kill(child)

@@ -71,6 +71,36 @@ def outcome_from_record(
     )
 
 
+def observed(reported: float | None, sent: float, now: float) -> float:
+    """
+    A time a child reported, as far as the parent can believe it (issue 16:
+    the child's word never extends a deadline): it lies in [C{sent}, C{now}],
+    from the parent sending the batch to the parent reading the spool.
+
+    A time before C{sent} is clamped to it.  A time after C{now} is a lie
+    (children write their spools on the parent's own monotonic clock, so an
+    honest one is never ahead), and a liar gets no benefit of the doubt:
+    C{sent}, the earliest its invocation can have started.  So is C{None}
+    (nothing reported) and a NaN.
+    """
+    if reported is None or not sent <= reported <= now:
+        return sent
+    return reported
+
+
+def reported_start(view: SpoolView, index: int, sent: float, now: float) -> float:
+    """
+    When the invocation at C{index} of a batch sent at C{sent} started, by
+    its spool, clamped by L{observed}: the batch's start for the first, the
+    previous one's end for the others.
+    """
+    if view.started is None:
+        return sent
+    if index == 0:
+        return observed(view.started, sent, now)
+    return observed(view.records[index - 1][0], sent, now)
+
+
 @define(eq=False)
 class SpoolSettler:
     """
@@ -123,12 +153,16 @@ class SpoolSettler:
         *,
         strike: bool = False,
         requeue: bool = True,
+        overrun: bool = False,
     ) -> None:
         """
         Settle a batch whose child is gone (or going): invocations the spool says
         finished keep their outcomes, the one that was running gets C{status}
         (and a strike, if C{strike}: see L{Quarantine}), and the rest go back to
         the front of the queue (or end C{"skipped"}).
+
+        @param overrun: the batch ran past its hard bound: every invocation
+            not finished gets C{status}, whatever the spool says of the others.
         """
         batch.settled = True
         batch.check_at = None
@@ -149,19 +183,19 @@ class SpoolSettler:
             running = rest[0]
             if strike:
                 self._strike(running.invocation.handler)
-            started = view.started if view.started is not None else batch.sent
-            if finished:
-                started = view.records[len(finished) - 1][0]
-            running.settle(
-                running.invocation.outcome(
-                    status,
-                    error_type=error_type,
-                    error_message=message,
-                    duration=max(0.0, self.now() - started),
-                    pid=pid,
+            now = self.now()
+            started = reported_start(view, len(finished), batch.sent, now)
+            for pending in rest if overrun else rest[:1]:
+                pending.settle(
+                    pending.invocation.outcome(
+                        status,
+                        error_type=error_type,
+                        error_message=message,
+                        duration=max(0.0, now - started),
+                        pid=pid,
+                    )
                 )
-            )
-            unstarted = rest[1:]
+            unstarted = [] if overrun else rest[1:]
             if requeue and self.running():
                 self.queue.requeue(unstarted)
             else:
