@@ -28,9 +28,10 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from time import monotonic
+from typing import IO, Any, Protocol
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -38,6 +39,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from actordispatch._core.errors import ChildEndedError, ProtocolError
+from actordispatch._local.lifecycle import ChildState
 from actordispatch._wire.commands import FireFollowUp
 from actordispatch._wire.guarded import GuardedAMP
 from actordispatch._wire.pipes import read_more, widen, write_now
@@ -243,8 +245,8 @@ class Child:
     """
     A live (or dying) child process and what the pool knows of it.
 
-    @ivar state: C{"booting"}, C{"idle"}, C{"busy"}, C{"retiring"} (asked to
-        shut down after its current work) or C{"dying"} (being killed).
+    @ivar state: where it is in its life (see L{actordispatch._local.lifecycle});
+        change it only with L{transition}.
     """
 
     number: int
@@ -253,7 +255,7 @@ class Child:
     process: Any
     spool: IO[bytes]
     ended: Deferred[Any]
-    state: str = "booting"
+    state: ChildState = ChildState.BOOTING
     calls: int = 0
     work: Any = None
     kill_call: Any = None
@@ -367,3 +369,71 @@ def spawn_child(
     if reply is not None:
         read_more(reply)
     return Child(number, protocol, connector, process, spool, connector.finished)
+
+
+class ChildLauncher(Protocol):
+    """
+    How a pool gets its children, and the clock their spools speak: the seam
+    that lets the pool's supervision be driven by fake children (and a
+    L{twisted.internet.task.Clock}) in unit tests, real ampoule children
+    everywhere else.
+    """
+
+    def now(self) -> float:
+        """
+        The time now, on the clock the children write their spools with.
+        """
+
+    def spawn(
+        self,
+        reactor: Any,
+        number: int,
+        *,
+        env: Mapping[str, str],
+        config: Mapping[str, Any],
+        on_protocol_error: Callable[[str], None],
+        max_box_bytes: int,
+        max_box_keys: int,
+        output_cap: int,
+        on_follow_up: FollowUpSink | None = None,
+    ) -> Child:
+        """
+        Start one child; it boots in the background (see L{spawn_child}).
+        """
+
+
+@frozen
+class AmpouleLauncher:
+    """
+    The real thing: children are processes started by L{spawn_child}, and
+    their spools are in C{time.monotonic} seconds (C{CLOCK_MONOTONIC} is one
+    clock for every process of the machine).
+    """
+
+    def now(self) -> float:
+        return monotonic()
+
+    def spawn(
+        self,
+        reactor: Any,
+        number: int,
+        *,
+        env: Mapping[str, str],
+        config: Mapping[str, Any],
+        on_protocol_error: Callable[[str], None],
+        max_box_bytes: int,
+        max_box_keys: int,
+        output_cap: int,
+        on_follow_up: FollowUpSink | None = None,
+    ) -> Child:
+        return spawn_child(
+            reactor,
+            number,
+            env=env,
+            config=config,
+            on_protocol_error=on_protocol_error,
+            max_box_bytes=max_box_bytes,
+            max_box_keys=max_box_keys,
+            output_cap=output_cap,
+            on_follow_up=on_follow_up,
+        )

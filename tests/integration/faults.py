@@ -52,6 +52,21 @@ def ignore_term_and_block(event: Any) -> None:
     time.sleep(3600)
 
 
+#: The child's descriptor for its spool (see actordispatch._local.child).
+SPOOL = 5
+
+
+def future_start(event: Any) -> None:
+    """
+    Lie to the parent (issue 16): rewrite the spool's header to say this
+    batch started a million seconds from now, then ignore SIGTERM and block.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seq = os.pread(SPOOL, 64, 0).split(b"\n", 1)[0].split(b" ", 1)[0]
+    os.pwrite(SPOOL, b"%s %r\n" % (seq, time.monotonic() + 1e6), 0)
+    time.sleep(3600)
+
+
 def late(event: dict[str, Any]) -> Any:
     """
     Answer after C{event["after"]} seconds, without blocking the reactor.

@@ -436,10 +436,10 @@ class BatchingTests(RealChildrenTestCase):
             yield d.add_event_handler(H + "pid", "during")
         warm = yield d.fire_event({})
         self.assertTrue(warm.ok)
-        before = next(pool._seqs)
+        before = next(pool._batches._seqs)
         result = yield d.fire_event({})
         self.assertTrue(result.ok)
-        self.assertEqual(next(pool._seqs) - before - 1, 2)
+        self.assertEqual(next(pool._batches._seqs) - before - 1, 2)
         pids = [o.pid for o in result.outcomes]
         self.assertEqual(sorted(pids.count(pid) for pid in set(pids)), [10, 10])
 

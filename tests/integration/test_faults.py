@@ -229,7 +229,7 @@ class CrashTests(FaultTestCase):
         self.assertIn(
             crash_on_import.handler.__module__ + ":handler", pool.quarantined()
         )
-        self.assertLessEqual(next(pool._numbers), 2 + 3 + 3)
+        self.assertLessEqual(next(pool._supervisor._numbers), 2 + 3 + 3)
 
 
 class HangTests(FaultTestCase):
@@ -269,6 +269,30 @@ class HangTests(FaultTestCase):
             yield deferLater(reactor, 0.05, lambda: None)
         self.assertFalse(alive(pid))
         self.assertNothingLost(d, [result], 1)
+
+    @defer.inlineCallbacks
+    def test_future_start_in_spool(self) -> Any:
+        """
+        Issue 16: a handler that writes a start time far in the future into
+        its child's spool, and ignores SIGTERM, is still timed out and its
+        child killed: the child's word never extends a deadline.
+        """
+        d = self.dispatcher(pool=self.pool(size=1, kill_grace=0.5))
+        yield d.start()
+        # Two handlers, so that the two go in one batch, which has a spool.
+        yield d.add_event_handler(F + "future_start", "during", timeout=0.5)
+        yield d.add_event_handler(F + "ok", "during")
+        result = yield d.fire_event({})
+        outcomes = {o.handler: o for o in result.outcomes}
+        outcome = outcomes[F + "future_start"]
+        self.assertEqual(outcome.status, "timeout", outcome)
+        self.assertEqual(outcome.error_type, "actordispatch.HandlerTimeout")
+        self.assertEqual(outcomes[F + "ok"].status, "ok")
+        deadline = time.monotonic() + 10
+        while alive(outcome.pid) and time.monotonic() < deadline:
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(alive(outcome.pid))
+        self.assertNothingLost(d, [result], 2)
 
     @defer.inlineCallbacks
     def test_timeout_counts_own_run_time(self) -> Any:
