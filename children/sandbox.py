@@ -455,15 +455,11 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
         with layer("confine_signals"):
             if config["confine_signals"] is not True:
                 raise _LayerError("confine_signals must be true or false")
-            if seccomp_problem is not None:
-                raise seccomp_problem
-            _confine_signals(seccomp)
+            _confine_signals(seccomp, seccomp_problem)
 
     if config.get("socket_families") is not None:
         with layer("socket_families"):
-            if seccomp_problem is not None:
-                raise seccomp_problem
-            _confine_sockets(seccomp, config["socket_families"])
+            _confine_sockets(seccomp, seccomp_problem, config["socket_families"])
 
     filters: list[tuple[str, str, Callable[[Any], list[_Rule]]]] = [
         ("deny_network", "seccomp:network", _network_rules),
@@ -841,23 +837,56 @@ def _signal_rules(seccomp: Any, pid: int) -> list[_Rule]:
     ]
 
 
-def _confine_signals(seccomp: Any) -> None:
+def _apply_both(
+    scope: Callable[[], None],
+    seccomp: Any,
+    seccomp_problem: _LayerError | None,
+    rules: Callable[[Any], list[_Rule]],
+) -> None:
     """
-    Let this process signal only itself: a seccomp filter on every system
-    call that sends a signal, and Landlock's signal scope beneath it.
+    Apply a layer's Landlock scope and its seccomp filter, each even when the
+    other cannot be had, and fail the layer, saying which half is in force,
+    unless both are.
     """
     try:
-        _landlock_scope(_SCOPE_SIGNAL, "signals")
+        scope()
     except _LayerError as error:
         landlock_problem: _LayerError | None = error
     else:
         landlock_problem = None
-    _load_filter(seccomp, _signal_rules(seccomp, os.getpid()))
+    if seccomp_problem is None:
+        _load_filter(seccomp, rules(seccomp))
+    if landlock_problem is not None and seccomp_problem is not None:
+        raise _LayerError(
+            f"neither half is in force: {landlock_problem}; {seccomp_problem}",
+            "unavailable"
+            if "unavailable" in (landlock_problem.status, seccomp_problem.status)
+            else "failed",
+        )
     if landlock_problem is not None:
         raise _LayerError(
-            f"the seccomp filter is in force, not Landlock: {landlock_problem}",
+            f"only the seccomp filter is in force: {landlock_problem}",
             landlock_problem.status,
         )
+    if seccomp_problem is not None:
+        raise _LayerError(
+            f"only the Landlock scope is in force: {seccomp_problem}",
+            seccomp_problem.status,
+        )
+
+
+def _confine_signals(seccomp: Any, seccomp_problem: _LayerError | None) -> None:
+    """
+    Let this process signal only itself: a seccomp filter on every system
+    call that sends a signal, and Landlock's signal scope beneath it.
+    """
+    pid = os.getpid()
+    _apply_both(
+        lambda: _landlock_scope(_SCOPE_SIGNAL, "signals"),
+        seccomp,
+        seccomp_problem,
+        lambda seccomp: _signal_rules(seccomp, pid),
+    )
 
 
 def _socket_rules(seccomp: Any, allowed: frozenset[int]) -> list[_Rule]:
@@ -878,7 +907,9 @@ def _socket_rules(seccomp: Any, allowed: frozenset[int]) -> list[_Rule]:
     return rules
 
 
-def _confine_sockets(seccomp: Any, families: Any) -> None:
+def _confine_sockets(
+    seccomp: Any, seccomp_problem: _LayerError | None, families: Any
+) -> None:
     """
     Make creating a socket fail unless its family is one of C{families}, and
     scope abstract UNIX sockets with Landlock.
@@ -889,18 +920,13 @@ def _confine_sockets(seccomp: Any, families: Any) -> None:
         raise _LayerError(
             f"socket_families must be integers below {_FAMILY_LIMIT}: {families!r}"
         )
-    try:
-        _landlock_scope(_SCOPE_ABSTRACT_UNIX_SOCKET, "abstract UNIX sockets")
-    except _LayerError as error:
-        landlock_problem: _LayerError | None = error
-    else:
-        landlock_problem = None
-    _load_filter(seccomp, _socket_rules(seccomp, frozenset(families)))
-    if landlock_problem is not None:
-        raise _LayerError(
-            f"the seccomp filter is in force, not Landlock: {landlock_problem}",
-            landlock_problem.status,
-        )
+    allowed = frozenset(families)
+    _apply_both(
+        lambda: _landlock_scope(_SCOPE_ABSTRACT_UNIX_SOCKET, "abstract UNIX sockets"),
+        seccomp,
+        seccomp_problem,
+        lambda seccomp: _socket_rules(seccomp, allowed),
+    )
 
 
 def _load_seccomp() -> Any:
