@@ -56,6 +56,56 @@ protect against:
     to the soft ones, so the child cannot raise them again; a hard limit is
     never raised above what the child inherited.  They come after Landlock so
     that a low C{open_files} cannot stop the ruleset from being built.
+  - C{drop_capabilities}: every capability goes, even from a child that stays
+    root: with CAP_SETPCAP, the securebits that make root special (on
+    C{execve} and uid changes) are turned off and locked and the bounding set
+    is emptied; then the ambient set is cleared and capset(2) empties the
+    effective, permitted and inheritable sets; no_new_privs is set too.  It
+    stops a root child from overriding file permissions, killing or tracing
+    processes of other users, changing user, raising its hard limits,
+    mounting, loading modules and the like.  It comes after everything that
+    needs privileges (C{drop_privileges}, the private /proc of
+    C{hide_processes}, the rlimits) and before seccomp.  Without CAP_SETPCAP
+    (not root) the bounding set cannot be emptied; nothing is held then, and
+    no_new_privs keeps C{execve} from granting anything.  Capabilities belong
+    to a thread: it fails with more than one running.
+  - C{hide_processes}: before anything drops privileges, the child moves to
+    a mount namespace of its own (mounts propagate in from the host, never
+    out) and mounts a fresh C{/proc} with C{hidepid=ptraceable}; later it
+    enters a Landlock domain, which makes every process outside it
+    unptraceable for the child, whatever its credentials.  Together: the
+    parent, siblings and every other process vanish from C{/proc}, so their
+    environ, cmdline, status, maps and descriptors cannot be read.  The
+    layer checks that the parent's entry is gone.  The private C{/proc}
+    needs CAP_SYS_ADMIN (a parent running as root) and Linux 5.8; without it
+    the layer is C{"unavailable"}, though the Landlock domain still keeps
+    other processes' environ, maps and descriptors out of reach (their
+    cmdline and status stay readable).  A child that keeps CAP_SYS_PTRACE
+    sees through the Landlock check for some files: ask for
+    C{drop_capabilities} too.  No PID namespace: that needs a fork before the
+    child starts, which this module, running inside it, cannot do.
+  - C{confine_signals}: the child may signal only itself.  A seccomp filter
+    refuses C{kill}, C{tgkill}, C{tkill}, C{rt_sigqueueinfo} and
+    C{rt_tgsigqueueinfo} unless the target is the child's own pid (so
+    C{kill(0, ...)}, C{kill(-1, ...)} and process groups are refused),
+    C{pidfd_send_signal} always, and making another process the owner of a
+    file (C{F_SETOWN}, C{F_SETOWN_EX}, C{FIOSETOWN}, C{SIOCSPGRP}), which
+    would signal it on I/O; Landlock's signal scope (ABI 6, Linux 6.12) refuses
+    any signal to a process outside the child's domain beneath that.  It also
+    refuses C{prctl(PR_SET_PDEATHSIG, ...)}, so the parent-death signal stays
+    as set, and C{setsid}/C{setpgid}.  Signals to the child itself and its
+    threads work, so Python's and Twisted's own signal handling does.  The
+    two halves are applied even when the other is missing, and the report
+    says which one is in force.
+  - C{socket_families} (a list of allowed address families): C{socket()} and
+    C{socketpair()} fail with C{EPERM} for any other family, C{AF_UNIX}
+    included when not listed, and C{io_uring_setup} fails; Landlock (ABI 6)
+    scopes abstract UNIX sockets, so even with C{AF_UNIX} allowed the child
+    cannot connect to an abstract socket outside its domain.  An empty list
+    forbids every socket: no connecting to the dispatcher's own C{unix:}
+    endpoint or any local daemon.  The child's AMP channels to its parent
+    are pipes, not sockets, so it keeps working.  Like C{confine_signals},
+    both halves are applied when they can be and the report says which.
   - C{seccomp:network} (C{deny_network}): C{socket()} and C{socketpair()} fail
     with C{EPERM} for every address family except C{AF_UNIX}, and
     C{io_uring_setup} fails too, since io_uring can make sockets behind
@@ -75,23 +125,28 @@ protect against:
 
 Against a handler that attacks the sandbox rather than merely misbehaving, the
 layers that hold are seccomp, Landlock and no_new_privs (not even root can lift
-them) and, once the child is no longer root, the dropped user and the hard
-resource limits.  A child that stays root keeps CAP_SYS_RESOURCE and may raise
-its limits again; any child may clear its own parent-death signal.  Those guard
-against accidents, not attacks.  A child that drops to another user must still
-be able to read the interpreter, Twisted and the handlers' code as that user,
-since all of them are imported after the drop.
+them) and, once the child is no longer root or has dropped its capabilities,
+the dropped user and the hard resource limits.  Without C{drop_capabilities} a
+child that stays root keeps CAP_SYS_RESOURCE and may raise its limits again;
+without C{confine_signals} any child may clear its own parent-death signal.
+Those guard against accidents, not attacks.  A child that drops to another
+user must still be able to read the interpreter, Twisted and the handlers'
+code as that user, since all of them are imported after the drop.
 
-Both seccomp filters are synchronised to every thread of the process, and a
+Every seccomp filter is synchronised to every thread of the process, and a
 system call made with another architecture's convention (32-bit C{int 0x80} on
 x86-64, for instance) kills the process, so the filters cannot be sidestepped
-that way.  The per-thread layers (C{no_new_privs}, C{landlock}) are reported as
-failed when the process already runs more than one thread: apply the sandbox
-before anything starts a thread.
+that way; an argument the kernel reads as a C int is compared on its low 32
+bits only, or refused unless it equals what is allowed, so junk in the high
+bits does not slip past either.  The per-thread layers (C{no_new_privs},
+C{landlock}, C{drop_capabilities} and the Landlock halves of the others) are
+reported as failed when the process already runs more than one thread: apply
+the sandbox before anything starts a thread.
 
-C{"deny_network"} and C{"deny_exec"} use libseccomp through the C{pyseccomp}
-package (C{pip install 'actordispatch[sandbox]'}); without either they are
-reported C{"unavailable: ..."}.  Landlock is spoken to directly through its
+C{"deny_network"}, C{"deny_exec"} and the seccomp halves of
+C{"confine_signals"} and C{"socket_families"} use libseccomp through the
+C{pyseccomp} package (C{pip install 'actordispatch[sandbox]'}); without either
+they are reported C{"unavailable: ..."}.  Landlock is spoken to directly through its
 three system calls, which need nothing beyond the kernel.
 """
 
@@ -360,8 +415,10 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
         keys C{"rlimits"} (an object with any of C{"address_space"},
         C{"cpu_seconds"}, C{"open_files"}, C{"file_size"}, C{"core_size"}),
         C{"no_new_privs"}, C{"parent_death_signal"} with C{"parent_pid"},
-        C{"uid"} with C{"gid"}, C{"deny_network"}, C{"deny_exec"} and
-        C{"writable_paths"}.
+        C{"uid"} with C{"gid"}, C{"deny_network"}, C{"deny_exec"},
+        C{"writable_paths"}, C{"drop_capabilities"}, C{"hide_processes"},
+        C{"confine_signals"} and C{"socket_families"} (a list of address
+        family numbers).
     @return: per requested layer (see L{requested_layers}), C{"applied"},
         C{"failed: <reason>"} or C{"unavailable: <reason>"}; layers that were
         not requested are left out.
