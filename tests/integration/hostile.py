@@ -95,3 +95,14 @@ def read_parent_environ(event: Any) -> str:
     """
     with open(f"/proc/{os.getppid()}/environ", "rb") as environ:
         return environ.read().decode(errors="replace")
+
+
+def descriptors(event: Any) -> dict[str, str]:
+    """
+    Not an attack: what the child's descriptors are (the AMP channels must be
+    pipes, since the child may make no socket).
+    """
+    from actordispatch.children.sandbox import describe_sandbox
+
+    targets: dict[str, str] = describe_sandbox()["fd_targets"]
+    return targets

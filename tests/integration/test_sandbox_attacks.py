@@ -45,7 +45,7 @@ H = "tests.integration.hostile:"
 HANDLERS = (
     "pid", "kill_parent", "kill_pid", "kill_siblings", "signal_everyone",
     "signal_group", "clear_parent_death_signal", "connect_unix",
-    "read_parent_environ",
+    "read_parent_environ", "descriptors",
 )
 
 def running(pid):
@@ -88,6 +88,8 @@ def main(reactor, arguments):
         (outcome,) = result.outcomes
         outcomes[name] = [outcome.status, outcome.error_type, outcome.value]
     probe = yield d.fire_event({}, kind="pid")
+    seen = yield d.fire_event({}, kind="descriptors")
+    say("DESCRIPTORS", seen.outcomes[0].value)
     outcomes["probe"] = [probe.outcomes[0].status, None, None]
     say("OUTCOMES", outcomes)
     say("ALIVE", [running(pid) for pid in pids])
@@ -257,6 +259,13 @@ class AttackTests(SynchronousTestCase):
         for name in ATTACKS:
             self.assertIn(outcomes[name][1], refused, name)
         self.assertEqual(outcomes["read_parent_environ"][1], "FileNotFoundError")
+        descriptors = dispatcher.wait_for("DESCRIPTORS")
+        self.assertEqual(
+            [fd for fd, target in descriptors.items() if target.startswith("socket:")],
+            [],
+        )
+        for fd in ("3", "4"):  # the AMP channels
+            self.assertTrue(descriptors[fd].startswith("pipe:"), descriptors)
         self.assertEqual(dispatcher.wait_for("ALIVE"), [True, True], "a child died")
         if os.geteuid() == 0:
             self.assertEqual(dispatcher.wait_for("NOT_IN_FORCE"), [])
