@@ -80,9 +80,10 @@ protect against:
     needs CAP_SYS_ADMIN (a parent running as root) and Linux 5.8; without it
     the layer is C{"unavailable"}, though the Landlock domain still keeps
     other processes' environ, maps and descriptors out of reach (their
-    cmdline and status stay readable).  A child that keeps CAP_SYS_PTRACE
-    sees through the Landlock check for some files: ask for
-    C{drop_capabilities} too.  No PID namespace: that needs a fork before the
+    cmdline and status stay readable).  A root child that keeps its
+    capabilities could unmount the private C{/proc}, and CAP_SYS_PTRACE sees
+    through the Landlock check for some files: ask for C{drop_capabilities}
+    too.  No PID namespace: that needs a fork before the
     child starts, which this module, running inside it, cannot do.
   - C{confine_signals}: the child may signal only itself.  A seccomp filter
     refuses C{kill}, C{tgkill}, C{tkill}, C{rt_sigqueueinfo} and

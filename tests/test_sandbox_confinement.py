@@ -158,6 +158,22 @@ class CapabilityTests(SynchronousTestCase):
         )
         self.assertEqual(result["state"]["euid"], 65534)
 
+    def test_not_root(self) -> None:
+        """
+        As another user, with no CAP_SETPCAP to empty the bounding set, the
+        layer is still applied: nothing is held, and no_new_privs keeps
+        C{execve} from granting anything.  (When the tests run as root the
+        child first makes itself another user, which leaves it nothing.)
+        """
+        before = ""
+        if os.geteuid() == 0:
+            before = "os.setgroups([]); os.setgid(65534); os.setuid(65534)"
+        result = _run({"drop_capabilities": True}, self._probe(), before=before)
+        self.assertEqual(result["applied"], {"drop_capabilities": "applied"})
+        for name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            self.assertEqual(result["probe"][name], 0, name)
+        self.assertTrue(result["state"]["no_new_privs"])
+
     def test_invalid(self) -> None:
         """
         A value that is not C{true} fails the layer instead of passing as not
