@@ -56,6 +56,57 @@ protect against:
     to the soft ones, so the child cannot raise them again; a hard limit is
     never raised above what the child inherited.  They come after Landlock so
     that a low C{open_files} cannot stop the ruleset from being built.
+  - C{drop_capabilities}: every capability goes, even from a child that stays
+    root: with CAP_SETPCAP, the securebits that make root special (on
+    C{execve} and uid changes) are turned off and locked and the bounding set
+    is emptied; then the ambient set is cleared and capset(2) empties the
+    effective, permitted and inheritable sets; no_new_privs is set too.  It
+    stops a root child from overriding file permissions, killing or tracing
+    processes of other users, changing user, raising its hard limits,
+    mounting, loading modules and the like.  It comes after everything that
+    needs privileges (C{drop_privileges}, the private /proc of
+    C{hide_processes}, the rlimits) and before seccomp.  Without CAP_SETPCAP
+    (not root) the bounding set cannot be emptied; nothing is held then, and
+    no_new_privs keeps C{execve} from granting anything.  Capabilities belong
+    to a thread: it fails with more than one running.
+  - C{hide_processes}: before anything drops privileges, the child moves to
+    a mount namespace of its own (mounts propagate in from the host, never
+    out) and mounts a fresh C{/proc} with C{hidepid=ptraceable}; later it
+    enters a Landlock domain, which makes every process outside it
+    unptraceable for the child, whatever its credentials.  Together: the
+    parent, siblings and every other process vanish from C{/proc}, so their
+    environ, cmdline, status, maps and descriptors cannot be read.  The
+    layer checks that the parent's entry is gone.  The private C{/proc}
+    needs CAP_SYS_ADMIN (a parent running as root) and Linux 5.8; without it
+    the layer is C{"unavailable"}, though the Landlock domain still keeps
+    other processes' environ, maps and descriptors out of reach (their
+    cmdline and status stay readable).  A root child that keeps its
+    capabilities could unmount the private C{/proc}, and CAP_SYS_PTRACE sees
+    through the Landlock check for some files: ask for C{drop_capabilities}
+    too.  No PID namespace: that needs a fork before the
+    child starts, which this module, running inside it, cannot do.
+  - C{confine_signals}: the child may signal only itself.  A seccomp filter
+    refuses C{kill}, C{tgkill}, C{tkill}, C{rt_sigqueueinfo} and
+    C{rt_tgsigqueueinfo} unless the target is the child's own pid (so
+    C{kill(0, ...)}, C{kill(-1, ...)} and process groups are refused),
+    C{pidfd_send_signal} always, and making another process the owner of a
+    file (C{F_SETOWN}, C{F_SETOWN_EX}, C{FIOSETOWN}, C{SIOCSPGRP}), which
+    would signal it on I/O; Landlock's signal scope (ABI 6, Linux 6.12) refuses
+    any signal to a process outside the child's domain beneath that.  It also
+    refuses C{prctl(PR_SET_PDEATHSIG, ...)}, so the parent-death signal stays
+    as set, and C{setsid}/C{setpgid}.  Signals to the child itself and its
+    threads work, so Python's and Twisted's own signal handling does.  The
+    two halves are applied even when the other is missing, and the report
+    says which one is in force.
+  - C{socket_families} (a list of allowed address families): C{socket()} and
+    C{socketpair()} fail with C{EPERM} for any other family, C{AF_UNIX}
+    included when not listed, and C{io_uring_setup} fails; Landlock (ABI 6)
+    scopes abstract UNIX sockets, so even with C{AF_UNIX} allowed the child
+    cannot connect to an abstract socket outside its domain.  An empty list
+    forbids every socket: no connecting to the dispatcher's own C{unix:}
+    endpoint or any local daemon.  The child's AMP channels to its parent
+    are pipes, not sockets, so it keeps working.  Like C{confine_signals},
+    both halves are applied when they can be and the report says which.
   - C{seccomp:network} (C{deny_network}): C{socket()} and C{socketpair()} fail
     with C{EPERM} for every address family except C{AF_UNIX}, and
     C{io_uring_setup} fails too, since io_uring can make sockets behind
@@ -75,23 +126,28 @@ protect against:
 
 Against a handler that attacks the sandbox rather than merely misbehaving, the
 layers that hold are seccomp, Landlock and no_new_privs (not even root can lift
-them) and, once the child is no longer root, the dropped user and the hard
-resource limits.  A child that stays root keeps CAP_SYS_RESOURCE and may raise
-its limits again; any child may clear its own parent-death signal.  Those guard
-against accidents, not attacks.  A child that drops to another user must still
-be able to read the interpreter, Twisted and the handlers' code as that user,
-since all of them are imported after the drop.
+them) and, once the child is no longer root or has dropped its capabilities,
+the dropped user and the hard resource limits.  Without C{drop_capabilities} a
+child that stays root keeps CAP_SYS_RESOURCE and may raise its limits again;
+without C{confine_signals} any child may clear its own parent-death signal.
+Those guard against accidents, not attacks.  A child that drops to another
+user must still be able to read the interpreter, Twisted and the handlers'
+code as that user, since all of them are imported after the drop.
 
-Both seccomp filters are synchronised to every thread of the process, and a
+Every seccomp filter is synchronised to every thread of the process, and a
 system call made with another architecture's convention (32-bit C{int 0x80} on
 x86-64, for instance) kills the process, so the filters cannot be sidestepped
-that way.  The per-thread layers (C{no_new_privs}, C{landlock}) are reported as
-failed when the process already runs more than one thread: apply the sandbox
-before anything starts a thread.
+that way; an argument the kernel reads as a C int is compared on its low 32
+bits only, or refused unless it equals what is allowed, so junk in the high
+bits does not slip past either.  The per-thread layers (C{no_new_privs},
+C{landlock}, C{drop_capabilities} and the Landlock halves of the others) are
+reported as failed when the process already runs more than one thread: apply
+the sandbox before anything starts a thread.
 
-C{"deny_network"} and C{"deny_exec"} use libseccomp through the C{pyseccomp}
-package (C{pip install 'actordispatch[sandbox]'}); without either they are
-reported C{"unavailable: ..."}.  Landlock is spoken to directly through its
+C{"deny_network"}, C{"deny_exec"} and the seccomp halves of
+C{"confine_signals"} and C{"socket_families"} use libseccomp through the
+C{pyseccomp} package (C{pip install 'actordispatch[sandbox]'}); without either
+they are reported C{"unavailable: ..."}.  Landlock is spoken to directly through its
 three system calls, which need nothing beyond the kernel.
 """
 
@@ -136,14 +192,41 @@ CONFIG_KEYS = frozenset(
         "deny_network",
         "deny_exec",
         "writable_paths",
+        "drop_capabilities",
+        "hide_processes",
+        "confine_signals",
+        "socket_families",
     }
 )
 
 # prctl(2) options.
 _PR_SET_PDEATHSIG = 1
 _PR_GET_PDEATHSIG = 2
+_PR_CAPBSET_DROP = 24
+_PR_SET_SECUREBITS = 28
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_GET_NO_NEW_PRIVS = 39
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# Capabilities: capset(2)'s version, and the two the sandbox itself needs.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_CAP_SETPCAP = 8
+_CAP_SYS_ADMIN = 21
+# Securebits: root is never special again (on execve or uid changes), ambient
+# capabilities can never be raised, and all of it is locked.
+_SECURE_NOROOT = (1 << 0) | (1 << 1)
+_SECURE_NO_SETUID_FIXUP = (1 << 2) | (1 << 3)
+_SECURE_KEEP_CAPS_LOCKED = 1 << 5
+_SECURE_NO_CAP_AMBIENT_RAISE = (1 << 6) | (1 << 7)
+
+# Mount namespace and a private /proc.
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID = 1 << 1
+_MS_NODEV = 1 << 2
+_MS_NOEXEC = 1 << 3
+_MS_REC = 1 << 14
+_MS_SLAVE = 1 << 19
 
 # Landlock: the system call numbers are the same on every architecture.
 _SYS_LANDLOCK_CREATE_RULESET = 444
@@ -163,12 +246,28 @@ _FS_MAKE_BLOCK = 1 << 11
 _FS_MAKE_SYM = 1 << 12
 _FS_REFER = 1 << 13  # Landlock ABI 2
 _FS_TRUNCATE = 1 << 14  # Landlock ABI 3
+_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # Landlock ABI 6
+_SCOPE_SIGNAL = 1 << 1  # Landlock ABI 6
+_LANDLOCK_SCOPE_ABI = 6
 
 # seccomp: the clone(2) flag that makes a thread rather than a process.
 _CLONE_THREAD = 0x00010000
 # io_uring_setup(2), for a libseccomp too old to know its name (same number on
 # every architecture but alpha).
 _NR_IO_URING_SETUP = 425
+# The ways to have the kernel signal another process on one's behalf: fcntl's
+# F_SETOWN (checked against the own pid) and F_SETOWN_EX (always refused), and
+# the same through ioctl.
+_F_SETOWN = 8
+_F_SETOWN_EX = 15
+_FIOSETOWN = 0x8901
+_SIOCSPGRP = 0x8902
+# Arguments that the kernel reads as a C int: a filter must compare only their
+# low 32 bits, or a value with junk in the high bits would slip past.
+_INT_MASK = 0xFFFFFFFF
+# Address families are below this (AF_MAX is 46 on Linux 6.x); the kernel
+# refuses anything at or above AF_MAX itself.
+_FAMILY_LIMIT = 64
 
 
 #: A seccomp rule: the action, the system call (name or number), the argument
@@ -291,6 +390,11 @@ def requested_layers(config: Mapping[str, Any]) -> list[str]:
         layers.extend(f"rlimit:{name}" for name in rlimits)
     elif rlimits is not None:
         layers.append("rlimits")
+    for key in ("drop_capabilities", "hide_processes", "confine_signals"):
+        if _is_flag_set(config, key):
+            layers.append(key)
+    if config.get("socket_families") is not None:
+        layers.append("socket_families")
     if _is_flag_set(config, "deny_network"):
         layers.append("seccomp:network")
     if _is_flag_set(config, "deny_exec"):
@@ -312,8 +416,10 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
         keys C{"rlimits"} (an object with any of C{"address_space"},
         C{"cpu_seconds"}, C{"open_files"}, C{"file_size"}, C{"core_size"}),
         C{"no_new_privs"}, C{"parent_death_signal"} with C{"parent_pid"},
-        C{"uid"} with C{"gid"}, C{"deny_network"}, C{"deny_exec"} and
-        C{"writable_paths"}.
+        C{"uid"} with C{"gid"}, C{"deny_network"}, C{"deny_exec"},
+        C{"writable_paths"}, C{"drop_capabilities"}, C{"hide_processes"},
+        C{"confine_signals"} and C{"socket_families"} (a list of address
+        family numbers).
     @return: per requested layer (see L{requested_layers}), C{"applied"},
         C{"failed: <reason>"} or C{"unavailable: <reason>"}; layers that were
         not requested are left out.
@@ -335,8 +441,12 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
         if key not in CONFIG_KEYS:
             report[key] = "failed: unknown sandbox option"
 
-    wants_seccomp = _is_flag_set(config, "deny_network") or _is_flag_set(
-        config, "deny_exec"
+    wants_seccomp = (
+        any(
+            _is_flag_set(config, key)
+            for key in ("deny_network", "deny_exec", "confine_signals")
+        )
+        or config.get("socket_families") is not None
     )
     # Load libseccomp now, while we may still run ldconfig and allocate freely.
     seccomp: Any = None
@@ -346,6 +456,17 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
             seccomp = _load_seccomp()
         except _LayerError as error:
             seccomp_problem = error
+
+    # The private /proc needs CAP_SYS_ADMIN: mount it before anything drops it.
+    # The layer is reported later, once its Landlock part is in force too.
+    private_proc_problem: _LayerError | None = None
+    if _is_flag_set(config, "hide_processes") and config["hide_processes"] is True:
+        try:
+            _mount_private_proc()
+        except _LayerError as error:
+            private_proc_problem = error
+        except OSError as error:
+            private_proc_problem = _LayerError(f"private /proc: {error}")
 
     if config.get("uid") is not None or config.get("gid") is not None:
         with layer("drop_privileges"):
@@ -375,6 +496,28 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
                 _set_rlimit(name, value)
     elif rlimits is not None:
         report["rlimits"] = "failed: rlimits must be an object"
+
+    if _is_flag_set(config, "drop_capabilities"):
+        with layer("drop_capabilities"):
+            if config["drop_capabilities"] is not True:
+                raise _LayerError("drop_capabilities must be true or false")
+            _drop_capabilities()
+
+    if _is_flag_set(config, "hide_processes"):
+        with layer("hide_processes"):
+            if config["hide_processes"] is not True:
+                raise _LayerError("hide_processes must be true or false")
+            _hide_processes(private_proc_problem)
+
+    if _is_flag_set(config, "confine_signals"):
+        with layer("confine_signals"):
+            if config["confine_signals"] is not True:
+                raise _LayerError("confine_signals must be true or false")
+            _confine_signals(seccomp, seccomp_problem)
+
+    if config.get("socket_families") is not None:
+        with layer("socket_families"):
+            _confine_sockets(seccomp, seccomp_problem, config["socket_families"])
 
     filters: list[tuple[str, str, Callable[[Any], list[_Rule]]]] = [
         ("deny_network", "seccomp:network", _network_rules),
@@ -524,6 +667,324 @@ def _restrict_writes(paths: Any) -> None:
             "ruleset applied without the writable paths it could not open,"
             f" so stricter than asked: {', '.join(left_out)}"
         )
+
+
+class _ScopedRulesetAttr(ctypes.Structure):
+    # struct landlock_ruleset_attr as of ABI 6: the kernel takes the longer
+    # struct as long as what it does not know is zero.
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
+def _enter_landlock_domain(ruleset_attr: ctypes.Structure) -> None:
+    """
+    Make a ruleset with no rules from C{ruleset_attr} and restrict this thread
+    with it.
+    """
+    ruleset = _syscall(
+        _SYS_LANDLOCK_CREATE_RULESET,
+        ctypes.byref(ruleset_attr),
+        ctypes.c_size_t(ctypes.sizeof(ruleset_attr)),
+        0,
+    )
+    try:
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0)
+    finally:
+        os.close(ruleset)
+
+
+def _landlock_scope(scopes: int, what: str) -> None:
+    """
+    Enter a Landlock domain scoped by C{scopes}: signals, or connections to
+    abstract UNIX sockets, may then reach only this process and those in a
+    domain nested in its own.
+    """
+    abi = _landlock_abi()
+    if abi < _LANDLOCK_SCOPE_ABI:
+        raise _unavailable(
+            f"Landlock scoping of {what} needs ABI {_LANDLOCK_SCOPE_ABI}"
+            f" (Linux 6.12); this kernel has ABI {abi}"
+        )
+    _require_single_thread()
+    _enter_landlock_domain(_ScopedRulesetAttr(0, 0, scopes))
+
+
+def _capability_sets() -> dict[str, int]:
+    """
+    Read this thread's capability sets from C{/proc/self/status}.
+    """
+    sets = {}
+    for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        value = _status_field(name)
+        sets[name] = int(value, 16) if value is not None else -1
+    return sets
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _last_capability() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as last:
+            return int(last.read())
+    except (OSError, ValueError):
+        return 63  # PR_CAPBSET_DROP refuses, with EINVAL, what does not exist
+
+
+def _drop_capabilities() -> None:
+    """
+    Drop every capability, for good: the bounding set (when the thread may),
+    the ambient set, then the effective, permitted and inheritable sets, with
+    securebits that stop root from ever being special again and no_new_privs,
+    so that no C{execve} can give any back.
+    """
+    _require_single_thread()
+    libc = _libc()
+    effective = _capability_sets()["CapEff"]
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    may_set_caps = effective != -1 and bool(effective & (1 << _CAP_SETPCAP))
+    if may_set_caps:
+        _prctl(
+            _PR_SET_SECUREBITS,
+            _SECURE_NOROOT
+            | _SECURE_NO_SETUID_FIXUP
+            | _SECURE_KEEP_CAPS_LOCKED
+            | _SECURE_NO_CAP_AMBIENT_RAISE,
+        )
+        for capability in range(_last_capability() + 1):
+            try:
+                _prctl(_PR_CAPBSET_DROP, capability)
+            except OSError as error:
+                if error.errno != errno.EINVAL:  # unknown to this kernel
+                    raise
+    try:
+        ctypes.set_errno(0)
+        if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # a kernel without ambient capabilities
+            raise
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    ctypes.set_errno(0)
+    if libc.capset(ctypes.byref(header), data) == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, f"capset: {os.strerror(code)}")
+    sets = _capability_sets()
+    held = {name: value for name, value in sets.items() if value and name != "CapBnd"}
+    if held:
+        raise _LayerError(f"capabilities still held: {held}")
+    if sets["CapBnd"] and may_set_caps:
+        raise _LayerError(f"bounding set not emptied: {sets['CapBnd']:x}")
+    # Without CAP_SETPCAP the bounding set stays, but nothing is held and
+    # no_new_privs keeps execve from granting anything within it.
+
+
+def _mount_private_proc() -> None:
+    """
+    Move into a mount namespace of our own and mount a fresh C{/proc} there
+    with C{hidepid=ptraceable}: a process this one may not ptrace has no
+    entry in it at all.  Needs CAP_SYS_ADMIN, so it comes before any drop.
+    """
+    effective = _capability_sets()["CapEff"]
+    if effective == -1 or not effective & (1 << _CAP_SYS_ADMIN):
+        raise _unavailable(
+            "a private /proc needs CAP_SYS_ADMIN (a parent running as root);"
+            " other processes' cmdline and status stay readable"
+        )
+    _require_single_thread()
+    libc = _libc()
+
+    def call(what: str, result: int) -> None:
+        if result == -1:
+            code = ctypes.get_errno()
+            raise OSError(code, f"{what}: {os.strerror(code)}")
+
+    ctypes.set_errno(0)
+    call("unshare(CLONE_NEWNS)", libc.unshare(_CLONE_NEWNS))
+    # Slave, not private: unmounts on the host still reach us, and nothing
+    # mounted here reaches the host.
+    call(
+        "make / a slave mount", libc.mount(None, b"/", None, _MS_REC | _MS_SLAVE, None)
+    )
+    result = libc.mount(
+        b"proc",
+        b"/proc",
+        b"proc",
+        _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+        b"hidepid=ptraceable",
+    )
+    if result == -1 and ctypes.get_errno() == errno.EINVAL:
+        raise _unavailable("this kernel's /proc has no hidepid=ptraceable (Linux 5.8)")
+    call("mount /proc", result)
+
+
+def _hide_processes(private_proc_problem: _LayerError | None) -> None:
+    """
+    Enter a Landlock domain, which makes every process outside it
+    unptraceable for this one, whatever its credentials; with the private
+    C{/proc} mounted earlier, those processes vanish from it.
+    """
+    _landlock_abi()
+    _require_single_thread()
+    # A domain that forbids nothing a handler needs (making block devices):
+    # what matters is being in one, which the kernel's ptrace check consults.
+    _enter_landlock_domain(_RulesetAttr(_FS_MAKE_BLOCK))
+    if private_proc_problem is not None:
+        raise private_proc_problem
+    parent = os.getppid()
+    if parent > 1 and os.path.exists(f"/proc/{parent}"):
+        raise _LayerError(
+            f"the parent's /proc/{parent} is still visible (a process that keeps"
+            " CAP_SYS_PTRACE sees through it: ask for drop_capabilities too)"
+        )
+
+
+def _syscall_name(seccomp: Any, name: str, number: int) -> Any:
+    """
+    The name of a system call if this libseccomp knows it, else its number.
+    """
+    try:
+        seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
+    except Exception:
+        return number
+    return name
+
+
+def _signal_rules(seccomp: Any, pid: int) -> list[_Rule]:
+    eperm = seccomp.ERRNO(errno.EPERM)
+    not_self = (seccomp.Arg(0, seccomp.NE, pid),)
+
+    def int_is(argument: int, value: int) -> Any:
+        return seccomp.Arg(argument, seccomp.MASKED_EQ, _INT_MASK, value)
+
+    return [
+        # Only this process, by its own pid: kill(0, ...), kill(-1, ...),
+        # kill(-pgrp, ...) and every other pid are refused.
+        (eperm, "kill", not_self),
+        (eperm, "tgkill", not_self),
+        (eperm, "tkill", not_self),
+        (eperm, "rt_sigqueueinfo", not_self),
+        (eperm, "rt_tgsigqueueinfo", not_self),
+        # A pidfd does not say whose it is where a filter can see.
+        (eperm, _syscall_name(seccomp, "pidfd_send_signal", 424), ()),
+        # SIGIO and SIGURG to another process, through a file's owner.
+        (eperm, "fcntl", (int_is(1, _F_SETOWN), seccomp.Arg(2, seccomp.NE, pid))),
+        (eperm, "fcntl", (int_is(1, _F_SETOWN_EX),)),
+        (eperm, "ioctl", (int_is(1, _FIOSETOWN),)),
+        (eperm, "ioctl", (int_is(1, _SIOCSPGRP),)),
+        # The parent-death signal stays as the sandbox set it, and the child
+        # stays in its parent's session and process group.
+        (eperm, "prctl", (int_is(0, _PR_SET_PDEATHSIG),)),
+        (eperm, "setsid", ()),
+        (eperm, "setpgid", ()),
+    ]
+
+
+def _apply_both(
+    scope: Callable[[], None],
+    seccomp: Any,
+    seccomp_problem: _LayerError | None,
+    rules: Callable[[Any], list[_Rule]],
+) -> None:
+    """
+    Apply a layer's Landlock scope and its seccomp filter, each even when the
+    other cannot be had, and fail the layer, saying which half is in force,
+    unless both are.
+    """
+    try:
+        scope()
+    except _LayerError as error:
+        landlock_problem: _LayerError | None = error
+    else:
+        landlock_problem = None
+    if seccomp_problem is None:
+        _load_filter(seccomp, rules(seccomp))
+    if landlock_problem is not None and seccomp_problem is not None:
+        raise _LayerError(
+            f"neither half is in force: {landlock_problem}; {seccomp_problem}",
+            "unavailable"
+            if "unavailable" in (landlock_problem.status, seccomp_problem.status)
+            else "failed",
+        )
+    if landlock_problem is not None:
+        raise _LayerError(
+            f"only the seccomp filter is in force: {landlock_problem}",
+            landlock_problem.status,
+        )
+    if seccomp_problem is not None:
+        raise _LayerError(
+            f"only the Landlock scope is in force: {seccomp_problem}",
+            seccomp_problem.status,
+        )
+
+
+def _confine_signals(seccomp: Any, seccomp_problem: _LayerError | None) -> None:
+    """
+    Let this process signal only itself: a seccomp filter on every system
+    call that sends a signal, and Landlock's signal scope beneath it.
+    """
+    pid = os.getpid()
+    _apply_both(
+        lambda: _landlock_scope(_SCOPE_SIGNAL, "signals"),
+        seccomp,
+        seccomp_problem,
+        lambda seccomp: _signal_rules(seccomp, pid),
+    )
+
+
+def _socket_rules(seccomp: Any, allowed: frozenset[int]) -> list[_Rule]:
+    eperm = seccomp.ERRNO(errno.EPERM)
+    rules: list[_Rule] = [
+        (eperm, _syscall_name(seccomp, "io_uring_setup", _NR_IO_URING_SETUP), ())
+    ]
+    for call in ("socket", "socketpair"):
+        if not allowed:
+            rules.append((eperm, call, ()))
+            continue
+        # The family is a C int: compare its low 32 bits only.
+        rules.extend(
+            (eperm, call, (seccomp.Arg(0, seccomp.MASKED_EQ, _INT_MASK, family),))
+            for family in range(_FAMILY_LIMIT)
+            if family not in allowed
+        )
+    return rules
+
+
+def _confine_sockets(
+    seccomp: Any, seccomp_problem: _LayerError | None, families: Any
+) -> None:
+    """
+    Make creating a socket fail unless its family is one of C{families}, and
+    scope abstract UNIX sockets with Landlock.
+    """
+    if isinstance(families, str) or not isinstance(families, list | tuple):
+        raise _LayerError("socket_families must be a list of address families")
+    if not all(_is_int(f) and 0 <= f < _FAMILY_LIMIT for f in families):
+        raise _LayerError(
+            f"socket_families must be integers below {_FAMILY_LIMIT}: {families!r}"
+        )
+    allowed = frozenset(families)
+    _apply_both(
+        lambda: _landlock_scope(_SCOPE_ABSTRACT_UNIX_SOCKET, "abstract UNIX sockets"),
+        seccomp,
+        seccomp_problem,
+        lambda seccomp: _socket_rules(seccomp, allowed),
+    )
 
 
 def _load_seccomp() -> Any:

@@ -727,7 +727,8 @@ class ProfileTests(SynchronousTestCase):
     def test_untrusted(self) -> None:
         """
         The untrusted profile confines memory, descriptors, file sizes,
-        privileges, network, programs and writes, and survives JSON.
+        privileges, network, programs, writes, capabilities, the view of other
+        processes, signals and sockets, and survives JSON.
         """
         config = SandboxProfile.untrusted().to_child_config(123)
         self.assertEqual(
@@ -745,6 +746,10 @@ class ProfileTests(SynchronousTestCase):
                 "deny_network": True,
                 "deny_exec": True,
                 "writable_paths": [],
+                "drop_capabilities": True,
+                "hide_processes": True,
+                "confine_signals": True,
+                "socket_families": [],
             },
         )
         self.assertEqual(json.loads(json.dumps(config)), config)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -50,6 +51,40 @@ def _check_writable_paths(
             # Relative paths would be resolved in the child's working
             # directory, which the parent does not choose.
             raise ValueError(f"writable_paths must be absolute paths, not {path!r}")
+
+
+#: Address families are below this on Linux (AF_MAX is 46 in 6.x).
+_FAMILY_LIMIT = 64
+
+
+def _families(value: Iterable[int | str] | None) -> tuple[int, ...] | None:
+    """
+    Make C{allowed_socket_families} a sorted tuple of numbers, from numbers,
+    C{socket.AddressFamily} members or their names (C{"AF_UNIX"}), so a TOML
+    file can name them.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str | bytes | int):
+        raise ValueError(
+            "allowed_socket_families must be a sequence of address families,"
+            f" not {value!r}"
+        )
+    families = set()
+    for family in value:
+        if isinstance(family, str):
+            number = getattr(socket, family, None)
+            if not family.startswith("AF_") or not isinstance(number, int):
+                raise ValueError(f"not an address family: {family!r}")
+            family = number
+        if (
+            isinstance(family, bool)
+            or not isinstance(family, int)
+            or not 0 <= family < _FAMILY_LIMIT
+        ):
+            raise ValueError(f"not an address family: {family!r}")
+        families.add(int(family))
+    return tuple(sorted(families))
 
 
 def _check_flag(
@@ -125,6 +160,19 @@ class SandboxProfile:
     @ivar writable_paths: with Landlock, the only places beneath which the
         child may write, create or remove files; C{()} forbids writing
         anywhere, C{None} asks for no Landlock ruleset.
+    @ivar drop_capabilities: drop every capability (bounding, ambient,
+        effective, permitted, inheritable), even when the child stays root.
+    @ivar hide_processes: a private C{/proc} showing only processes the child
+        may ptrace, and a Landlock domain so that it may ptrace none outside
+        it: no other process's environ, cmdline, descriptors or maps.  The
+        private C{/proc} needs a parent running as root.
+    @ivar confine_signals: the child may signal only itself (seccomp and
+        Landlock), and may not clear its parent-death signal or leave its
+        session or process group.
+    @ivar allowed_socket_families: with seccomp, the only address families
+        the child may create sockets of (numbers, or names such as
+        C{"AF_UNIX"}); C{()} forbids every socket, UNIX ones included,
+        C{None} asks for nothing.  C{deny_network} still applies on top.
     """
 
     address_space: int | None = field(default=None, validator=_check_count(1))
@@ -143,6 +191,12 @@ class SandboxProfile:
     writable_paths: tuple[str, ...] | None = field(
         default=None, converter=_paths, validator=_check_writable_paths
     )
+    drop_capabilities: bool = field(default=False, validator=_check_flag)
+    hide_processes: bool = field(default=False, validator=_check_flag)
+    confine_signals: bool = field(default=False, validator=_check_flag)
+    allowed_socket_families: tuple[int, ...] | None = field(
+        default=None, converter=_families
+    )
 
     def __attrs_post_init__(self) -> None:
         if (self.uid is None) != (self.gid is None):
@@ -156,7 +210,8 @@ class SandboxProfile:
         Make the strict profile for handlers that are not trusted: no new
         privileges, killed with the parent, no core dumps, 1 GiB of address
         space, 256 descriptors, files of at most 64 MiB, no network, no programs
-        or processes, and no writing to files anywhere.
+        or processes, no writing to files anywhere, no capabilities, no sight
+        of other processes, no signals but to itself, and no sockets at all.
 
         There is no CPU limit: RLIMIT_CPU counts the whole life of a child that
         serves many events, so it would kill healthy children; the pool's
@@ -179,6 +234,10 @@ class SandboxProfile:
             deny_network=True,
             deny_exec=True,
             writable_paths=(),
+            drop_capabilities=True,
+            hide_processes=True,
+            confine_signals=True,
+            allowed_socket_families=(),
         )
         return evolve(strict, **overrides)
 
@@ -222,6 +281,11 @@ class SandboxProfile:
             config["deny_exec"] = True
         if self.writable_paths is not None:
             config["writable_paths"] = list(self.writable_paths)
+        for flag in ("drop_capabilities", "hide_processes", "confine_signals"):
+            if getattr(self, flag):
+                config[flag] = True
+        if self.allowed_socket_families is not None:
+            config["socket_families"] = list(self.allowed_socket_families)
         return config
 
     def layer_names(self) -> tuple[str, ...]:
@@ -246,6 +310,11 @@ class SandboxProfile:
                 names.append(f"rlimit:{name}")
         if not self.core_dumps:
             names.append("rlimit:core_size")
+        for flag in ("drop_capabilities", "hide_processes", "confine_signals"):
+            if getattr(self, flag):
+                names.append(flag)
+        if self.allowed_socket_families is not None:
+            names.append("socket_families")
         if self.deny_network:
             names.append("seccomp:network")
         if self.deny_exec:
