@@ -33,7 +33,14 @@ def _refused(call: Callable[[], object]) -> str:
         call()
     except OSError as error:
         name = errno.errorcode.get(error.errno or 0, str(error.errno))
-        if error.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS, errno.ESRCH):
+        # ENOENT, ESRCH: the target is hidden from this process.
+        if error.errno in (
+            errno.EPERM,
+            errno.EACCES,
+            errno.ENOSYS,
+            errno.ESRCH,
+            errno.ENOENT,
+        ):
             return f"blocked ({name})"
         return f"failed otherwise ({name}: {error.strerror})"
     return "ALLOWED"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -41,22 +42,46 @@ class Attack:
     required: Callable[[SandboxProfile], bool | None]
 
 
+def _no_family(family: int) -> Callable[[SandboxProfile], bool]:
+    def required(profile: SandboxProfile) -> bool:
+        allowed = profile.allowed_socket_families
+        return allowed is not None and family not in allowed
+
+    return required
+
+
 ATTACKS: tuple[Attack, ...] = (
-    Attack("signal the parent", "(not yet: any profile)", lambda p: False),
-    Attack("signal every process", "(not yet: any profile)", lambda p: False),
-    Attack("signal its process group", "(not yet: any profile)", lambda p: False),
+    Attack("signal the parent", "confine_signals", lambda p: p.confine_signals),
+    Attack("signal every process", "confine_signals", lambda p: p.confine_signals),
+    Attack("signal its process group", "confine_signals", lambda p: p.confine_signals),
     Attack("signal itself", "must stay allowed", lambda p: None),
-    Attack("open a unix socket", "(not yet: any profile)", lambda p: False),
-    Attack("open an inet socket", "deny_network", lambda p: p.deny_network),
-    Attack("read the parent's environment", "(not yet: any profile)", lambda p: False),
+    Attack(
+        "open a unix socket",
+        "allowed_socket_families",
+        _no_family(socket.AF_UNIX),
+    ),
+    Attack(
+        "open an inet socket",
+        "deny_network, allowed_socket_families",
+        lambda p: p.deny_network or _no_family(socket.AF_INET)(p),
+    ),
+    Attack(
+        "read the parent's environment",
+        "hide_processes",
+        lambda p: p.hide_processes,
+    ),
     Attack(
         "write outside the writable paths",
         "writable_paths",
         lambda p: p.writable_paths is not None,
     ),
     Attack("start a process", "deny_exec", lambda p: p.deny_exec),
-    Attack("clear its parent-death signal", "(not yet: any profile)", lambda p: False),
-    Attack("hold capabilities", "(not yet: any profile)", lambda p: False),
+    Attack(
+        "clear its parent-death signal",
+        "confine_signals",
+        lambda p: p.confine_signals and p.parent_death_signal is not None,
+    ),
+    Attack("hold capabilities", "drop_capabilities", lambda p: p.drop_capabilities),
 )
 
 
