@@ -196,10 +196,21 @@ def serve(control: socket.socket) -> None:
 
 def main() -> None:
     """
-    The template's entry point: die with the parent, import what children
-    need, then serve requests on descriptor 3.
+    The template's entry point: die with the parent, mount a private C{/proc}
+    if asked (C{--private-proc}), import what children need, then serve
+    requests on descriptor 3.
     """
     _die_with_parent(int(sys.argv[1]))
+    if "--private-proc" in sys.argv[2:]:
+        # Once for every child: a mount namespace with a /proc that shows a
+        # process only those that may ptrace it (each child's sandbox then
+        # makes that nobody but itself).
+        from actordispatch.children.sandbox import mount_private_proc
+
+        try:
+            mount_private_proc()
+        except Exception:  # each child then tries, and reports why not
+            pass
     # A Ctrl-C meant for the parent reaches the template too: the parent
     # decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

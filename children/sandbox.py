@@ -183,6 +183,7 @@ RLIMITS: dict[str, int] = {
 #: The top-level configuration keys L{apply_sandbox} understands.
 CONFIG_KEYS = frozenset(
     {
+        "private_proc_mounted",
         "rlimits",
         "no_new_privs",
         "parent_death_signal",
@@ -462,7 +463,9 @@ def apply_sandbox(config: Mapping[str, Any]) -> dict[str, str]:
     private_proc_problem: _LayerError | None = None
     if _is_flag_set(config, "hide_processes") and config["hide_processes"] is True:
         try:
-            _mount_private_proc()
+            # A fork server's template mounts it once for all its children.
+            if not (config.get("private_proc_mounted") is True and proc_hides_pids()):
+                mount_private_proc()
         except _LayerError as error:
             private_proc_problem = error
         except OSError as error:
@@ -794,7 +797,24 @@ def _drop_capabilities() -> None:
     # no_new_privs keeps execve from granting anything within it.
 
 
-def _mount_private_proc() -> None:
+def proc_hides_pids() -> bool:
+    """
+    Whether this process's C{/proc} is mounted with C{hidepid=ptraceable}
+    (see L{mount_private_proc}).
+    """
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            lines = [line.split() for line in mountinfo]
+    except OSError:
+        return False
+    mounted = [line for line in lines if len(line) > 4 and line[4] == "/proc"]
+    if not mounted:
+        return False
+    options = mounted[-1][-1].split(",")  # the last mount hides the others
+    return "hidepid=ptraceable" in options or "hidepid=4" in options
+
+
+def mount_private_proc() -> None:
     """
     Move into a mount namespace of our own and mount a fresh C{/proc} there
     with C{hidepid=ptraceable}: a process this one may not ptrace has no

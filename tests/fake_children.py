@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -235,6 +235,10 @@ class FakeChildren:
 
     def now(self) -> float:
         return self.clock.seconds()
+
+    def stop(self) -> Deferred[None]:
+        self.stopped = True
+        return succeed(None)
 
     def spawn(
         self,

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from actordispatch._core.errors import FollowUpError, HandlerImportError
 from actordispatch._core.invocation import Invocation
 from actordispatch._core.result import DispatchResult, HandlerOutcome
+from actordispatch._core.sandbox import SandboxProfile
 from actordispatch._local.pool import AmpoulePool
 from actordispatch._wire.commands import CheckHandler, RunBatch
 
@@ -551,3 +552,117 @@ class ChildWordTests(PoolTestCase):
         self.clock.advance(0.5)
         self.assertEqual(self.outcome(d).value, 1)
         self.assertEqual(child.process.signals, [signal.SIGTERM])
+
+
+class TrustDomainTests(PoolTestCase):
+    """
+    Under a trust-domain isolation (L{SandboxProfile.isolation}), a child
+    serves one handler for its life, a batch holds one handler's work, and a
+    child changes hands only by being replaced.
+    """
+
+    def isolated(self, level: str = "handler", **options: Any) -> AmpoulePool:
+        return self.started(sandbox=SandboxProfile(isolation=level), **options)
+
+    def test_fresh_children_are_claimed(self) -> None:
+        """
+        Two handlers, two fresh children: each takes one and keeps it; nobody
+        is replaced.
+        """
+        self.isolated(size=2)
+        first = self.invoke(invocation("a"), invocation("b"))
+        for n in range(2):
+            self.child(n).run([n])
+        owners = {o.pid: o.handler for o in map(self.outcome, first)}
+        self.assertEqual(sorted(owners.values()), ["mod:a", "mod:b"])
+        second = self.invoke(invocation("a"), invocation("b"))
+        for n in range(2):
+            self.child(n).run([n])
+        for d in second:
+            outcome = self.outcome(d)
+            self.assertEqual(owners[outcome.pid], outcome.handler)
+        self.assertEqual(len(self.children.children), 2)
+
+    def test_one_handler_per_batch_and_replace_not_reuse(self) -> None:
+        """
+        With one child: waiting work of two handlers never shares a batch;
+        the second handler gets a fresh child in place of the first one's,
+        which is shut down, never handed over.
+        """
+        self.isolated()
+        results = self.invoke(
+            invocation("a"), invocation("b"), invocation("a"), invocation("b")
+        )
+        self.assertEqual(self.child(0).batch(), ["mod:a"])
+        self.child(0).run([1])
+        # a's child goes on with a's work; b waits for a child of its own.
+        self.assertEqual(self.child(0).batch(), ["mod:a"])
+        self.child(0).run([3])
+        self.assertIn("Shutdown", self.child(0).commands())
+        self.assertEqual(len(self.children.children), 2)
+        self.child(1).boot()
+        self.assertEqual(self.child(1).batch(), ["mod:b", "mod:b"])
+        self.child(1).run([2, 4])
+        outcomes = [self.outcome(d) for d in results]
+        self.assertEqual([o.value for o in outcomes], [1, 2, 3, 4])
+        self.assertEqual(
+            [o.pid for o in outcomes], [self.child(0).pid, self.child(1).pid] * 2
+        )
+
+    def test_check_claims_its_child(self) -> None:
+        """
+        A handler check imports the handler into a child, which then serves
+        that handler only.
+        """
+        pool = self.isolated()
+        d = pool.check_handler("mod:a")
+        self.child(0).check()
+        self.successResultOf(d)
+        (b,) = self.invoke(invocation("b"))
+        self.assertNotIn("RunBatch", self.child(0).commands())
+        self.assertIn("Shutdown", self.child(0).commands())
+        self.child(1).boot()
+        self.assertEqual(self.child(1).batch(), ["mod:b"])
+
+    def test_nothing_preloaded(self) -> None:
+        """
+        Warm handlers are not preloaded into children that may serve another
+        handler.
+        """
+        pool = self.isolated(recycle_after=1)
+        pool.warm("mod:a")
+        d = pool.check_handler("mod:a")
+        self.child(0).check()
+        self.successResultOf(d)
+        self.invoke(invocation("a"))
+        self.child(0).run([1])
+        self.child(1).boot()
+        self.assertEqual(self.child(1).config["preload"], [])
+
+    def test_invocation_one_use_each(self) -> None:
+        """
+        Under C{"invocation"}, a child runs one invocation, alone, and is
+        killed after it (its outcome is in; a clean exit would cost more than
+        the work), a fresh one taking its place.
+        """
+        self.isolated("invocation")
+        first, second = self.invoke(invocation("a"), invocation("a"))
+        self.assertEqual(self.child(0).batch(), ["mod:a"])
+        self.child(0).run([1])
+        self.assertEqual(self.child(0).process.signals, [signal.SIGKILL])
+        self.child(1).boot()
+        self.assertEqual(self.child(1).batch(), ["mod:a"])
+        self.child(1).run([2])
+        self.assertEqual(self.outcome(first).pid, self.child(0).pid)
+        self.assertEqual(self.outcome(second).pid, self.child(1).pid)
+        self.assertEqual(self.child(1).process.signals, [signal.SIGKILL])
+
+    def test_isolation_checked(self) -> None:
+        """
+        An isolation level that does not exist is refused, naming the levels.
+        """
+        with self.assertRaises(ValueError) as caught:
+            SandboxProfile(isolation="process")
+        self.assertIn("shared, handler, invocation", str(caught.exception))
+        self.assertEqual(SandboxProfile.untrusted().isolation, "handler")
+        self.assertEqual(SandboxProfile().isolation, "shared")

@@ -114,6 +114,19 @@ def _check_count(minimum: int) -> Any:
     return check
 
 
+#: The isolation levels, from the weakest (and fastest) to the strongest.
+ISOLATION_LEVELS = ("shared", "handler", "invocation")
+
+
+def _check_isolation(
+    instance: SandboxProfile, attribute: Attribute[Any], value: object
+) -> None:
+    if value not in ISOLATION_LEVELS:
+        raise ValueError(
+            f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, not {value!r}"
+        )
+
+
 def _check_signal(
     instance: SandboxProfile, attribute: Attribute[Any], value: object
 ) -> None:
@@ -173,6 +186,13 @@ class SandboxProfile:
         the child may create sockets of (numbers, or names such as
         C{"AF_UNIX"}); C{()} forbids every socket, UNIX ones included,
         C{None} asks for nothing.  C{deny_network} still applies on top.
+    @ivar isolation: which invocations may share a child process:
+        C{"shared"} (any handler's, the fastest), C{"handler"} (one handler's
+        only: a child serves one handler for its whole life, so different
+        handlers never share a process, a batch or a spool), or
+        C{"invocation"} (one invocation's only: every invocation gets a fresh
+        process, forked from a template, so one event's data never meets
+        another's).
     """
 
     address_space: int | None = field(default=None, validator=_check_count(1))
@@ -197,6 +217,7 @@ class SandboxProfile:
     allowed_socket_families: tuple[int, ...] | None = field(
         default=None, converter=_families
     )
+    isolation: str = field(default="shared", validator=_check_isolation)
 
     def __attrs_post_init__(self) -> None:
         if (self.uid is None) != (self.gid is None):
@@ -211,7 +232,8 @@ class SandboxProfile:
         privileges, killed with the parent, no core dumps, 1 GiB of address
         space, 256 descriptors, files of at most 64 MiB, no network, no programs
         or processes, no writing to files anywhere, no capabilities, no sight
-        of other processes, no signals but to itself, and no sockets at all.
+        of other processes, no signals but to itself, no sockets at all, and
+        children that each serve one handler only (C{isolation="handler"}).
 
         There is no CPU limit: RLIMIT_CPU counts the whole life of a child that
         serves many events, so it would kill healthy children; the pool's
@@ -238,6 +260,7 @@ class SandboxProfile:
             hide_processes=True,
             confine_signals=True,
             allowed_socket_families=(),
+            isolation="handler",
         )
         return evolve(strict, **overrides)
 

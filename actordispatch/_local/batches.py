@@ -59,6 +59,8 @@ class BatchRunner:
     max_rss: int | None
     crash_limit: int
     crash_window: float
+    #: see L{SandboxProfile.isolation}
+    isolation: str = "shared"
     #: while above 0, work arriving is queued, to be sent out together
     _holding: int = field(default=0, init=False)
     _seqs: Any = field(factory=lambda: itertools.count(1), init=False)
@@ -78,8 +80,13 @@ class BatchRunner:
             and not self.quarantine.any()
         ):
             # Idle: straight to the most recently idle child, alone.
-            self._send(supervisor.take_idle(), [jobs[0]])
-            return
+            if self.isolation == "shared":
+                self._send(supervisor.take_idle(), [jobs[0]])
+                return
+            child = supervisor.take_idle_for(jobs[0].invocation.handler)
+            if child is not None:
+                self._send(child, [jobs[0]])
+                return
         quarantine = self.quarantine.any()
         self._holding += 1  # what settling a refused job sets off waits too
         try:
@@ -112,6 +119,9 @@ class BatchRunner:
         """
         if self._holding:
             return  # the work arriving now is sent together once it is all in
+        if self.isolation != "shared":
+            self._pump_domains()
+            return
         supervisor = self.supervisor
         queue = self.queue
         while supervisor.idle() and queue:
@@ -147,6 +157,46 @@ class BatchRunner:
                 self._send(child, batch)
             else:
                 supervisor.put_idle(child)
+
+    def _pump_domains(self) -> None:
+        """
+        L{pump} under a trust-domain isolation: each handler's work goes only
+        to a child of its own (or a fresh one, which becomes its own), one
+        handler per batch; handlers that wait first are served first, and
+        those with no child to use get fresh ones in place of free children
+        of other handlers.
+        """
+        supervisor = self.supervisor
+        queue = self.queue
+        limit = 1 if self.isolation == "invocation" else self.max_batch
+        unserved = 0
+        quarantine = self.quarantine.any()
+        for handler in queue.domains():
+            if not supervisor.idle():
+                unserved += 1
+                continue
+            child = supervisor.take_idle_for(handler)
+            if child is None:
+                unserved += 1
+                continue
+            taken = queue.take(handler, limit, self.max_batch_bytes)
+            if len(taken) == 1 and isinstance(taken[0], PendingCheck):
+                self.checks.send(child, taken[0])
+                continue
+            batch = []
+            for item in taken:
+                assert not isinstance(item, PendingCheck)
+                blocked = self._blocked(item.invocation) if quarantine else None
+                if blocked is not None:
+                    item.settle(blocked)
+                else:
+                    batch.append(item)
+            if batch:
+                self._send(child, batch)
+            else:
+                supervisor.put_idle(child)
+        if unserved:
+            supervisor.make_room(unserved)
 
     def _send(self, child: Child, items: list[Job]) -> None:
         batch = Batch(next(self._seqs), child, items, self.deadlines.now())
@@ -194,7 +244,8 @@ class BatchRunner:
         self.queue.requeue(batch.items[len(records) :])
         rss = answer.get("rss")
         recycle = bool(
-            (self.recycle_after and child.calls >= self.recycle_after)
+            self.isolation == "invocation"
+            or (self.recycle_after and child.calls >= self.recycle_after)
             or (
                 self.max_rss is not None and isinstance(rss, int) and rss > self.max_rss
             )

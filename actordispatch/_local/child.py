@@ -32,7 +32,7 @@ from time import monotonic
 from typing import IO, Any, Protocol
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -264,6 +264,9 @@ class Child:
     #: of those, how many its handler waits for (the child is then parked)
     waits: int = 0
     sandbox: dict[str, str] = field(factory=dict)
+    #: under a trust-domain isolation, the one handler this child serves
+    #: (set when it first gets work for a handler; never changed after)
+    owner: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -401,6 +404,11 @@ class ChildLauncher(Protocol):
         Start one child; it boots in the background (see L{spawn_child}).
         """
 
+    def stop(self) -> Deferred[None]:
+        """
+        Release what the launcher holds, once the pool's children have ended.
+        """
+
 
 @frozen
 class AmpouleLauncher:
@@ -412,6 +420,12 @@ class AmpouleLauncher:
 
     def now(self) -> float:
         return monotonic()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Nothing to stop: the children are the reactor's.
+        """
+        return succeed(None)
 
     def spawn(
         self,

@@ -20,14 +20,17 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from time import monotonic
 from typing import Any
 
 from attrs import define, field
 from twisted.internet import error, process
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from actordispatch._local.child import Child, FollowUpSink, spawn_child
 
 _log = Logger()
 
@@ -169,6 +172,9 @@ class ForkServer:
 
     reactor: Any
     env: Mapping[str, str]
+    #: mount a private /proc (hidepid=ptraceable) once, in the template, for
+    #: the children's hide_processes layer (see L{actordispatch.children.sandbox})
+    private_proc: bool = False
     _control: socket.socket | None = field(default=None, init=False)
     _template: Any = field(default=None, init=False)
     _ids: Any = field(factory=itertools.count, init=False)
@@ -199,7 +205,13 @@ class ForkServer:
             self._template = template = self.reactor.spawnProcess(
                 output,
                 sys.executable,
-                [sys.executable, "-c", TEMPLATE_BOOTSTRAP, str(os.getpid())],
+                [
+                    sys.executable,
+                    "-c",
+                    TEMPLATE_BOOTSTRAP,
+                    str(os.getpid()),
+                    *(["--private-proc"] if self.private_proc else []),
+                ],
                 env=dict(self.env),
                 childFDs={0: "w", 1: "r", 2: "r", CONTROL_FD: theirs.fileno()},
             )
@@ -369,3 +381,70 @@ class ForkServer:
         stopped, self._stopped = self._stopped, []
         for ended in stopped:
             ended.callback(None)
+
+
+@define(eq=False)
+class ForkServerLauncher:
+    """
+    A pool's children forked by a L{ForkServer} (started on the first child,
+    stopped with L{stop}): a fresh child in a few milliseconds, which is what
+    makes C{isolation="invocation"} (a new process per invocation) and the
+    replacements of C{isolation="handler"} affordable.
+    """
+
+    _server: ForkServer | None = field(default=None, init=False)
+
+    def now(self) -> float:
+        return monotonic()
+
+    def spawn(
+        self,
+        reactor: Any,
+        number: int,
+        *,
+        env: Mapping[str, str],
+        config: Mapping[str, Any],
+        on_protocol_error: Callable[[str], None],
+        max_box_bytes: int,
+        max_box_keys: int,
+        output_cap: int,
+        on_follow_up: FollowUpSink | None = None,
+    ) -> Child:
+        sandbox = dict(config.get("sandbox") or {})
+        if self._server is None:
+            self._server = ForkServer(
+                reactor,
+                env,
+                private_proc=os.geteuid() == 0 and bool(sandbox.get("hide_processes")),
+            )
+        server = self._server
+        server.start()
+        if "parent_pid" in sandbox:
+            # The child's parent is the template, which dies with us.
+            sandbox["parent_pid"] = server.pid
+        if server.private_proc:
+            sandbox["private_proc_mounted"] = True
+        child = spawn_child(
+            reactor,
+            number,
+            env=env,
+            config=dict(config, sandbox=sandbox),
+            on_protocol_error=on_protocol_error,
+            max_box_bytes=max_box_bytes,
+            max_box_keys=max_box_keys,
+            output_cap=output_cap,
+            on_follow_up=on_follow_up,
+            spawner=server,
+        )
+        forked: ForkedProcess = child.process
+        forked.pid_known.append(lambda pid: setattr(child.amp, "pid", pid))
+        return child
+
+    def stop(self) -> Deferred[None]:
+        """
+        End the template (once the pool's children have ended).
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return succeed(None)
+        return server.stop()

@@ -55,6 +55,7 @@ from actordispatch._local.child import (
 )
 from actordispatch._local.deadlines import DeadlineWatch
 from actordispatch._local.followups import FollowUpDesk, FollowUps
+from actordispatch._local.forkserver import ForkServerLauncher
 from actordispatch._local.quarantine import Quarantine
 from actordispatch._local.settling import SpoolSettler
 from actordispatch._local.supervisor import Supervisor
@@ -105,6 +106,10 @@ class AmpoulePool:
     @ivar max_follow_ups: the most follow-up events one child's handlers may
         have running at once (waited for or not).
     @ivar reactor: the reactor (the global one by default).
+    @ivar fork_server: fork children from a template process (a few
+        milliseconds each) rather than start each as a new interpreter (a few
+        hundred); by default, under a trust-domain isolation, which replaces
+        children as handlers come and go.
     @ivar launcher: how children are started, and the clock of their spools
         (by default real ampoule children: L{AmpouleLauncher}); unit tests
         pass fake children.
@@ -132,6 +137,7 @@ class AmpoulePool:
     max_follow_ups: int = 64
     reactor: Any = None
     launcher: ChildLauncher | None = None
+    fork_server: bool | None = None
     _queue: WorkQueue = field(factory=WorkQueue, init=False)
     _preloads: Preloads = field(factory=Preloads, init=False)
     _quarantine: Quarantine = field(init=False)
@@ -163,8 +169,13 @@ class AmpoulePool:
             from twisted.internet import reactor
 
             self.reactor = reactor
+        if self.fork_server is None:
+            # Replacing children is what isolation costs: make it cheap.
+            self.fork_server = self.sandbox.isolation != "shared"
         if self.launcher is None:
-            self.launcher = AmpouleLauncher()
+            self.launcher = (
+                ForkServerLauncher() if self.fork_server else AmpouleLauncher()
+            )
         launcher = self.launcher
         self._quarantine = Quarantine(
             self.reactor,
@@ -181,6 +192,7 @@ class AmpoulePool:
             size=self.size,
             standby=self.standby,
             kill_grace=self.kill_grace,
+            isolation=self.sandbox.isolation,
             max_boot_failures=self.max_boot_failures,
             spawn_arguments=self._spawn_arguments,
             expected_layers=self.sandbox.layer_names(),
@@ -236,6 +248,7 @@ class AmpoulePool:
             max_rss=self.max_rss,
             crash_limit=self.crash_limit,
             crash_window=self.crash_window,
+            isolation=self.sandbox.isolation,
         )
         self._follow_ups = FollowUpDesk(
             supervisor=self._supervisor,
@@ -256,7 +269,11 @@ class AmpoulePool:
                 "sandbox": self.sandbox.to_child_config(os.getpid()),
                 "report_rss": self.max_rss is not None,
                 "fast_pipes": True,
-                "preload": sorted(self._preloads.warm),
+                # Under a trust-domain isolation a child imports only what
+                # its own handler needs, when it first gets its work.
+                "preload": sorted(self._preloads.warm)
+                if self.sandbox.isolation == "shared"
+                else [],
             },
             "max_box_bytes": self.max_reply_size + 64 * 1024,
             "max_box_keys": self.max_reply_size // AMP_MAX_VALUE + 16,
@@ -314,7 +331,9 @@ class AmpoulePool:
         self._supervisor.running = False
         self._deadlines.stop()
         self.abort("the pool was stopped")
-        return self._supervisor.stop()
+        launcher = self.launcher
+        assert launcher is not None
+        return self._supervisor.stop().addCallback(lambda _: launcher.stop())
 
     def abort(self, message: str) -> None:
         """
@@ -345,9 +364,12 @@ class AmpoulePool:
         an invocation that answered) is preloaded: a module that kills the
         process importing it must not stop every new child from booting.  It
         stops being preloaded once quarantined, and children boot cold again
-        after one dies while booting.
+        after one dies while booting.  Under a trust-domain isolation
+        (L{SandboxProfile.isolation}) nothing is preloaded: a child would
+        import handlers it must never share a process with.
         """
-        self._preloads.want(handler)
+        if self.sandbox.isolation == "shared":
+            self._preloads.want(handler)
 
     def check_handler(self, name: str) -> Deferred[int]:
         """

@@ -70,6 +70,8 @@ class Supervisor:
     size: int
     standby: int
     kill_grace: float
+    #: see L{SandboxProfile.isolation}
+    isolation: str
     max_boot_failures: int
     spawn_arguments: Callable[[], dict[str, Any]]
     expected_layers: tuple[str, ...]
@@ -112,6 +114,50 @@ class Supervisor:
         The child that was free most recently (still warmest), to give work.
         """
         return self._idle.pop()
+
+    def take_idle_for(self, handler: str) -> Child | None:
+        """
+        Under a trust-domain isolation: a free child that may run C{handler},
+        claimed for it; C{None} if there is none.  A child may run a handler
+        it already serves (not under C{"invocation"}, where each child runs
+        one invocation), or any handler if it has run nothing yet.
+        """
+        fresh = None
+        for index in range(len(self._idle) - 1, -1, -1):
+            child = self._idle[index]
+            if child.owner == handler and (
+                not child.calls or self.isolation == "handler"
+            ):
+                del self._idle[index]
+                return child
+            if fresh is None and child.owner is None:
+                fresh = index
+        if fresh is None:
+            return None
+        child = self._idle[fresh]
+        del self._idle[fresh]
+        child.owner = handler
+        return child
+
+    def make_room(self, domains: int) -> None:
+        """
+        Under a trust-domain isolation, C{domains} handlers wait with no child
+        they may use: replace (never reuse) as many free children of other
+        handlers, beyond the fresh ones already booting, which will take them.
+        """
+        booting = sum(
+            1
+            for c in self._children.values()
+            if c.owner is None and c.state is ChildState.BOOTING
+        )
+        # Only those that will serve: the others will stand by.
+        coming = max(0, min(booting, self.target() - self._serving()))
+        for _ in range(domains - coming):
+            # The one free longest: its handler has waited least for it.
+            taken = next((c for c in self._idle if c.owner is not None), None)
+            if taken is None:
+                return
+            self.retire(taken)
 
     def put_idle(self, child: Child) -> None:
         """
@@ -397,7 +443,10 @@ class Supervisor:
         if child.state not in WORKING:
             self.on_free()  # what its outcomes queued goes to the others
             return
-        if recycle or not self.running:
+        if recycle and self.isolation == "invocation":
+            # Used up, and holds nothing worth a clean exit: the outcome is in.
+            self.kill_now(child)
+        elif recycle or not self.running:
             _log.info("child {pid} recycled", pid=child.pid)
             self.retire(child)
         elif self._unparked and not child.waits and self._surplus():

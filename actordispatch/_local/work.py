@@ -107,6 +107,50 @@ class WorkQueue:
     def head(self) -> Queued:
         return self._items[0]
 
+    def take(self, handler: str, limit: int, max_bytes: int) -> list[Queued]:
+        """
+        Take, in order, C{handler}'s work: its check alone if that comes
+        first, else up to C{limit} of its invocations (and about
+        C{max_bytes} of events); everything else keeps its place.
+        """
+        taken: list[Queued] = []
+        kept: deque[Queued] = deque()
+        size = 0
+        items = self._items
+        while items:
+            item = items.popleft()
+            if isinstance(item, PendingCheck):
+                if item.name == handler and not taken:
+                    taken.append(item)
+                    break
+                kept.append(item)
+                continue
+            if (
+                item.invocation.handler == handler
+                and len(taken) < limit
+                and size < max_bytes
+            ):
+                taken.append(item)
+                size += len(item.invocation.event)
+                if len(taken) >= limit:
+                    break
+            else:
+                kept.append(item)
+        kept.extend(items)
+        self._items = kept
+        return taken
+
+    def domains(self) -> list[str]:
+        """
+        The handlers that have work waiting, in the order they first wait.
+        """
+        seen: dict[str, None] = {}
+        for item in self._items:
+            seen.setdefault(
+                item.name if isinstance(item, PendingCheck) else item.invocation.handler
+            )
+        return list(seen)
+
     def requeue(self, jobs: Iterable[Job]) -> None:
         """
         Put jobs that did not start back at the front, in their order: they

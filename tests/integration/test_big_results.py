@@ -43,15 +43,14 @@ class BigResultTests(TestCase):
         d = self.dispatcher()
         yield d.start()
         yield d.add_event_handler(H + "huge_result", "during", kind="huge")
-        yield d.add_event_handler(H + "pid", "during", kind="pid")
         result = yield d.fire_event({"mib": 200}, kind="huge")
         [outcome] = result.outcomes
         self.assertEqual(outcome.status, "error")
         self.assertEqual(outcome.error_type, "actordispatch.ResultTooLargeError")
         self.assertIn("above the cap", outcome.error_message)
-        after = yield d.fire_event({}, kind="pid")
+        after = yield d.fire_event({"mib": 0}, kind="huge")
         self.assertEqual(after.outcomes[0].status, "ok")
-        self.assertEqual(after.outcomes[0].value, outcome.pid)
+        self.assertEqual(after.outcomes[0].pid, outcome.pid)
 
     @defer.inlineCallbacks
     def test_little_memory_left(self) -> Any:
@@ -63,7 +62,6 @@ class BigResultTests(TestCase):
         d = self.dispatcher()
         yield d.start()
         yield d.add_event_handler(H + "hoard_then_return", "during", kind="hog")
-        yield d.add_event_handler(H + "pid", "during", kind="pid")
         result = yield d.fire_event({"mib": 12, "leave_mib": 80}, kind="hog")
         [outcome] = result.outcomes
         self.assertIn(outcome.status, ("ok", "error"), outcome)
@@ -71,6 +69,6 @@ class BigResultTests(TestCase):
             self.assertEqual(outcome.error_type, "builtins.MemoryError")
         else:
             self.assertEqual(len(outcome.value), 12 << 20)
-        after = yield d.fire_event({}, kind="pid")
+        after = yield d.fire_event({"mib": 0, "leave_mib": 80}, kind="hog")
         self.assertEqual(after.outcomes[0].status, "ok")
-        self.assertEqual(after.outcomes[0].value, outcome.pid)
+        self.assertEqual(after.outcomes[0].pid, outcome.pid)

@@ -68,7 +68,12 @@ def main(reactor, arguments):
     globalLogPublisher.addObserver(watch)
     d = EventDispatcher(
         ("kind",), ("during",), pool_size=2, default_timeout=30,
-        sandbox=SandboxProfile.untrusted(**options["overrides"]),
+        # Shared children: the attackers and the probes run in the same two
+        # processes, which must all survive (isolation="handler", untrusted's
+        # default, would give each handler children of its own).
+        sandbox=SandboxProfile.untrusted(
+            **{"isolation": "shared", **options["overrides"]}
+        ),
     )
     yield d.start()
     for name in HANDLERS:
