@@ -29,6 +29,7 @@ die with it (theirs).
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import select
@@ -70,6 +71,31 @@ PRELOAD = (
 #: Imported too where they are installed: loading libseccomp costs a child
 #: about 8 ms.
 OPTIONAL_PRELOAD = ("pyseccomp",)
+
+
+def _preload_host() -> None:
+    """
+    Import the child's AMP host, which stands on ampoule's C{AMPChild}, without
+    ampoule's package C{__init__}: that imports ampoule's pool, which installs
+    the global reactor, and a reactor installed here (its waker's pipe
+    included) would be shared by every child.  The package is entered as a bare
+    namespace of its own directory, so C{ampoule.child} and
+    C{ampoule.commands} load as usual; the children never use the rest.
+    Importing the host costs a child about 3 ms of CPU otherwise.
+    """
+    import importlib.util
+    import types
+
+    if "ampoule" not in sys.modules:
+        spec = importlib.util.find_spec("ampoule")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        package = types.ModuleType("ampoule")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__file__ = spec.origin
+        sys.modules["ampoule"] = package
+    import actordispatch.children.host  # noqa: F401
 
 
 def _die_with_parent(parent: int) -> None:
@@ -223,6 +249,17 @@ def main() -> None:
             importlib.import_module(name)
         except Exception:  # pyseccomp raises RuntimeError without libseccomp
             pass
+    try:
+        _preload_host()
+    except Exception:  # then each child imports it, as a cold child does
+        pass
+    if "twisted.internet.reactor" in sys.modules:
+        raise SystemExit("the fork server's template must not install a reactor")
+    # What the template imported stays out of the children's collections: a
+    # collection that walked it would write to (and so copy) every page the
+    # fork shares.
+    gc.collect()
+    gc.freeze()
     control = socket.socket(fileno=CONTROL_FD)
     control.setblocking(True)
     serve(control)
