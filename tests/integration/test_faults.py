@@ -295,6 +295,40 @@ class HangTests(FaultTestCase):
         self.assertNothingLost(d, [result], 2)
 
     @defer.inlineCallbacks
+    def test_stop_returns_despite_a_liar(self) -> Any:
+        """
+        Issue 16: with a handler running that lies about its start time and
+        ignores SIGTERM (its timeout an hour away), C{stop(drain_timeout=...)}
+        still returns, after the drain and the kill grace: its event ends with
+        an outcome and its child is gone.  (It never returned before.)
+        """
+        d = self.dispatcher(pool=self.pool(size=1, kill_grace=0.5))
+        yield d.start()
+        yield d.add_event_handler(F + "future_start", "during", timeout=3600)
+        yield d.add_event_handler(F + "ok", "during")
+        fired = d.fire_event({})
+        pool = d.pools()["default"]
+        deadline = time.monotonic() + 30
+        while pool.queued() or not pool.child_pids():
+            yield deferLater(reactor, 0.05, lambda: None)
+            self.assertLess(time.monotonic(), deadline, "the event never started")
+        yield deferLater(reactor, 0.5, lambda: None)  # the lie is written
+        pids = pool.child_pids()
+        stopped = d.stop(drain_timeout=0.5)
+        outcome: list[Any] = []
+        stopped.addBoth(outcome.append)
+        # Bounded generously for a busy machine: the point is that it ends.
+        deadline = time.monotonic() + 60
+        while not outcome and time.monotonic() < deadline:
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(outcome, [None], "stop() never returned")
+        result = yield fired
+        statuses = {o.handler: o.status for o in result.outcomes}
+        self.assertIn(statuses[F + "future_start"], ("timeout", "crashed"))
+        for pid in pids:
+            self.assertFalse(alive(pid))
+
+    @defer.inlineCallbacks
     def test_timeout_counts_own_run_time(self) -> Any:
         """
         In one batch, each invocation's timeout counts from its own start: ten
