@@ -375,7 +375,7 @@ class ChildLauncher(Protocol):
     """
     How a pool gets its children, and the clock their spools speak: the seam
     that lets the pool's supervision be driven by fake children (and a
-    L{twisted.internet.task.Clock}) in unit tests, real ampoule children
+    C{twisted.internet.task.Clock}) in unit tests, real ampoule children
     everywhere else.
     """
 

@@ -4,7 +4,7 @@ a template process that forks fresh children in a few milliseconds, for pools
 whose isolation gives every invocation a new process.
 
 L{ForkServer.spawnProcess} has the signature of
-L{IReactorProcess.spawnProcess}, so the code that spawns children takes either
+C{IReactorProcess.spawnProcess}, so the code that spawns children takes either
 the reactor or a fork server.  It returns a L{ForkedProcess}: a process
 transport like the reactor's, whose pipes the parent made and whose pid,
 signals (through a pidfd, never a pid that may have been reused) and exit
