@@ -1387,6 +1387,42 @@ class ExampleTests(SynchronousTestCase):
         self.assertIn("ValueError", failed.traceback or "")
 
 
+class StartTLSTests(SynchronousTestCase):
+    """
+    AMP's built-in StartTLS is not served: a peer cannot switch its connection
+    to TLS with a certificate of its choosing.
+    """
+
+    def test_refused_and_serving(self) -> None:
+        """
+        A peer's StartTLS is answered with AMP's UNHANDLED error, and the same
+        plaintext connection keeps answering its commands: it registers a
+        handler, lists it and serves an event.
+        """
+        h = Harness(self)
+        failure = self.failureResultOf(h.relay(h.peer.callRemoteString(b"StartTLS")))
+        failure.trap(amp.UnhandledCommand)  # the client's name for UNHANDLED
+        self.assertIn("StartTLS", failure.getErrorMessage())
+        self.assertFalse(h.closed)
+        handler_id = h.register("work")
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        self.assertEqual([entry["handler_id"] for entry in listing], [handler_id])
+        fired = h.fire({"n": 1})
+        h.answer(0, "done")
+        self.assertEqual(self.successResultOf(fired).outcomes[0].value, "done")
+
+    def test_twisted_client(self) -> None:
+        """
+        Twisted's own C{callRemote(StartTLS)} fails with
+        C{amp.UnhandledCommand}, and the dispatcher's end stays connected.
+        """
+        h = Harness(self)
+        failure = self.failureResultOf(h.call(amp.StartTLS))
+        failure.trap(amp.UnhandledCommand)
+        self.assertFalse(h.closed)
+        self.assertFalse(h.server.broken)
+
+
 class TLSOptionsTests(SynchronousTestCase):
     def test_config_keys(self) -> None:
         """
