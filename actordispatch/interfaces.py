@@ -215,11 +215,33 @@ class IWarmablePool(IHandlerPool):
         """
 
 
-class IProcessPool(IHandlerPool):
+class ITimedPool(IHandlerPool):
+    """
+    A pool that bounds every invocation in time: one whose registration set no
+    timeout gets the pool's own default.  The AMP endpoint lists that default
+    as such a handler's C{timeout}.
+    """
+
+    default_timeout = Attribute(
+        "Seconds an invocation may run when its registration set no timeout "
+        "(a positive number)."
+    )
+
+
+class IProcessPool(ITimedPool):
     """
     A pool whose workers are processes of this machine, or that can at least
-    say which they are (a pool with none answers an empty sequence).
+    say which they are (a pool with none answers an empty sequence).  It
+    bounds them in number (L{size}) and in time (L{ITimedPool}: a worker is
+    not waited for past a deadline).
     """
+
+    size = Attribute(
+        "How many worker processes of its own serve its invocations at once "
+        "(an int): the local pool's children, 1 for an external peer, 0 when "
+        "the workers are not its own (an AMQP pool's are the worker hosts'). "
+        "What serves its work sizes its credit by it (a worker host's prefetch)."
+    )
 
     def child_pids() -> Sequence[int]:
         """

@@ -77,17 +77,21 @@ POOL = "local pool, submit"
 DISPATCHER = "dispatcher, real children"
 ROWS = (HARNESS, IN_MEMORY, ROUND_TRIPS, POOL, DISPATCHER)
 
-#: Modules grouped for the profile's shares, by the first prefix that fits.
+#: Modules grouped for the profile's shares, by the first prefix that fits
+#: (paths of the layer subpackages: docs/architecture.rst).
 AREAS = (
-    ("actordispatch/_dispatcher", "dispatcher (phases, outcomes, results)"),
-    ("actordispatch/_registry", "routing and planning"),
-    ("actordispatch/_match", "routing and planning"),
-    ("actordispatch/_codec", "codec"),
-    ("actordispatch/_pool", "local pool"),
-    ("actordispatch/_invocation", "local pool"),
-    ("actordispatch/_child", "child connection (AMP guard, pipes)"),
-    ("actordispatch/_guarded", "child connection (AMP guard, pipes)"),
-    ("actordispatch/_pipes", "child connection (AMP guard, pipes)"),
+    ("actordispatch/_dispatch/", "dispatcher (phases, outcomes, results)"),
+    ("actordispatch/_core/phase", "dispatcher (phases, outcomes, results)"),
+    ("actordispatch/_core/result", "dispatcher (phases, outcomes, results)"),
+    ("actordispatch/_core/registry", "routing and planning"),
+    ("actordispatch/_core/match", "routing and planning"),
+    ("actordispatch/_wire/codec", "codec"),
+    ("actordispatch/_local/child", "child connection (AMP guard, pipes)"),
+    ("actordispatch/_wire/guarded", "child connection (AMP guard, pipes)"),
+    ("actordispatch/_wire/pipes", "child connection (AMP guard, pipes)"),
+    ("actordispatch/_wire/commands", "child connection (AMP guard, pipes)"),
+    ("actordispatch/_core/invocation", "local pool"),
+    ("actordispatch/_local/", "local pool"),
     ("twisted/protocols/amp", "Twisted AMP"),
     ("twisted/internet/defer", "Twisted Deferreds"),
     ("twisted/internet", "Twisted reactor and pipes"),

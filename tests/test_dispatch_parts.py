@@ -48,6 +48,7 @@ from actordispatch.interfaces import (
     IHandlerPool,
     IJobPool,
     IProcessPool,
+    ITimedPool,
     IWarmablePool,
 )
 from actordispatch.testing import FakeJobPool, FakePool
@@ -64,6 +65,9 @@ class CapablePool(FakePool):
     """
     A fake pool with the local pool's optional capabilities.
     """
+
+    size = 2
+    default_timeout = 30.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,6 +95,14 @@ class ProbedPool(FakePool):
 
     def child_pids(self) -> list[int]:
         raise AssertionError("child_pids() called on a pool that does not declare it")
+
+    @property
+    def size(self) -> int:
+        raise AssertionError("size read on a pool that does not declare it")
+
+    @property
+    def default_timeout(self) -> float:
+        raise AssertionError("default_timeout read on a pool that does not declare it")
 
     def set_follow_ups(self, sink: object) -> None:
         raise AssertionError("set_follow_ups() called on an undeclared pool")
@@ -202,9 +214,16 @@ class CapabilityTests(SynchronousTestCase):
         """
         from actordispatch import AmpoulePool
 
-        pool = AmpoulePool(reactor=Clock())
-        for interface in (IJobPool, IWarmablePool, IProcessPool, IFollowUpPool):
+        pool = AmpoulePool(size=3, default_timeout=9.0, reactor=Clock())
+        for interface in (
+            IJobPool,
+            IWarmablePool,
+            IProcessPool,
+            ITimedPool,
+            IFollowUpPool,
+        ):
             self.assertTrue(verifyObject(interface, pool))
+        self.assertEqual((pool.size, pool.default_timeout), (3, 9.0))
         self.assertFalse(IConnectedPool.providedBy(pool))
 
     def test_amqp_pool(self) -> None:
@@ -218,6 +237,8 @@ class CapabilityTests(SynchronousTestCase):
         )
         self.assertTrue(verifyObject(IConnectedPool, pool))
         self.assertTrue(verifyObject(IProcessPool, pool))
+        self.assertTrue(verifyObject(ITimedPool, pool))
+        self.assertEqual(pool.size, 0)
         self.assertFalse(IWarmablePool.providedBy(pool))
 
     def test_remote_pool(self) -> None:
@@ -226,8 +247,10 @@ class CapabilityTests(SynchronousTestCase):
         """
         from actordispatch import RemotePool
 
-        pool = RemotePool(self, reactor=Clock(), name="amp:t")
+        pool = RemotePool(self, reactor=Clock(), name="amp:t", default_timeout=4.0)
         self.assertTrue(verifyObject(IProcessPool, pool))
+        self.assertTrue(verifyObject(ITimedPool, pool))
+        self.assertEqual((pool.size, pool.default_timeout), (1, 4.0))
         self.assertFalse(IFollowUpPool.providedBy(pool))
 
     def test_fakes(self) -> None:
@@ -243,7 +266,7 @@ class CapabilityTests(SynchronousTestCase):
         The test's capable fake is a valid example of each capability.
         """
         pool = CapablePool()
-        for interface in (IWarmablePool, IProcessPool, IFollowUpPool):
+        for interface in (IWarmablePool, IProcessPool, ITimedPool, IFollowUpPool):
             self.assertTrue(verifyObject(interface, pool))
 
     def test_undeclared_capabilities_unused(self) -> None:
@@ -267,6 +290,23 @@ class CapabilityTests(SynchronousTestCase):
         self.successResultOf(dispatcher.add_event_handler(handler, "during"))
         self.assertEqual(pool.warmed, [f"{__name__}:handler"])
         self.assertEqual(tuple(dispatcher.handlers()[0].child_pids), (101, 102))
+
+    def test_worker_prefetch_follows_declared_size(self) -> None:
+        """
+        A worker host's default prefetch is twice its pool's
+        L{IProcessPool.size} when the pool declares it, and 2 when it does
+        not, whatever attributes it has.
+        """
+        from actordispatch._amqp.worker import WorkerHost
+
+        url = "amqp://guest:guest@127.0.0.1:5672/"
+        prefetch = {
+            type(pool).__name__: WorkerHost(
+                url, ["m:h"], pool=pool, reactor=MemoryReactorClock()
+            ).prefetch
+            for pool in (CapablePool(), ProbedPool())
+        }
+        self.assertEqual(prefetch, {"CapablePool": 4, "ProbedPool": 2})
 
 
 class PoolOptionTests(SynchronousTestCase):

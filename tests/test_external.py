@@ -20,6 +20,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from actordispatch import DispatchResult, EventDispatcher
@@ -42,7 +43,7 @@ from actordispatch._external.server import (
     UnregisterHandler,
 )
 from actordispatch._wire.codec import decode_event, encode_event
-from actordispatch.interfaces import IHandlerPool, IRoutedPool
+from actordispatch.interfaces import IHandlerPool, IRoutedPool, ITimedPool
 from actordispatch.testing import FakeCall, FakePool
 
 LOCAL = "tests.test_external:local_handler"
@@ -691,6 +692,34 @@ class WireFormTests(SynchronousTestCase):
         h.fire(1)
         carried = {a["handler_id"]: a["timeout"] for a, _ in h.peer.invocations}
         self.assertEqual(carried, timeouts)
+
+    def test_listed_timeout_of_other_pools(self) -> None:
+        """
+        A handler of another pool that set no timeout lists its pool's
+        default_timeout when the pool declares L{ITimedPool}, and null when
+        it does not, even if it has an attribute of that name (capabilities
+        are declared, not probed).
+        """
+
+        @implementer(ITimedPool)
+        class TimedPool(FakePool):
+            default_timeout = 12.5
+
+        class UndeclaredPool(FakePool):
+            default_timeout = 99.0
+
+        h = Harness(self)
+        h.test.successResultOf(h.dispatcher.add_pool("timed", TimedPool()))
+        h.test.successResultOf(h.dispatcher.add_pool("plain", UndeclaredPool()))
+        ids = {
+            pool: self.successResultOf(
+                h.dispatcher.add_event_handler(local_handler, "during", pool=pool)
+            )
+            for pool in ("timed", "plain")
+        }
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        timeouts = {entry["handler_id"]: entry["timeout"] for entry in listing}
+        self.assertEqual(timeouts, {ids["timed"]: 12.5, ids["plain"]: None})
 
     def test_listed_null_match(self) -> None:
         """
@@ -1356,6 +1385,42 @@ class ExampleTests(SynchronousTestCase):
             ("error", "builtins.ValueError", "nope"),
         )
         self.assertIn("ValueError", failed.traceback or "")
+
+
+class StartTLSTests(SynchronousTestCase):
+    """
+    AMP's built-in StartTLS is not served: a peer cannot switch its connection
+    to TLS with a certificate of its choosing.
+    """
+
+    def test_refused_and_serving(self) -> None:
+        """
+        A peer's StartTLS is answered with AMP's UNHANDLED error, and the same
+        plaintext connection keeps answering its commands: it registers a
+        handler, lists it and serves an event.
+        """
+        h = Harness(self)
+        failure = self.failureResultOf(h.relay(h.peer.callRemoteString(b"StartTLS")))
+        failure.trap(amp.UnhandledCommand)  # the client's name for UNHANDLED
+        self.assertIn("StartTLS", failure.getErrorMessage())
+        self.assertFalse(h.closed)
+        handler_id = h.register("work")
+        listing = json.loads(h.result(ListHandlers)["handlers"])
+        self.assertEqual([entry["handler_id"] for entry in listing], [handler_id])
+        fired = h.fire({"n": 1})
+        h.answer(0, "done")
+        self.assertEqual(self.successResultOf(fired).outcomes[0].value, "done")
+
+    def test_twisted_client(self) -> None:
+        """
+        Twisted's own C{callRemote(StartTLS)} fails with
+        C{amp.UnhandledCommand}, and the dispatcher's end stays connected.
+        """
+        h = Harness(self)
+        failure = self.failureResultOf(h.call(amp.StartTLS))
+        failure.trap(amp.UnhandledCommand)
+        self.assertFalse(h.closed)
+        self.assertFalse(h.server.broken)
 
 
 class TLSOptionsTests(SynchronousTestCase):

@@ -80,6 +80,10 @@ class AMQPPool:
     @param connect_timeout: seconds one connection attempt may take.
     """
 
+    #: No worker process of its own: they are the worker hosts' children
+    #: (L{IProcessPool.size}).
+    size = 0
+
     def __init__(
         self,
         url: str,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.logger import Logger
@@ -38,7 +38,7 @@ from actordispatch._amqp.wire import (
 )
 from actordispatch._core.result import HandlerOutcome
 from actordispatch._wire.codec import DEFAULT_MAX_EVENT_SIZE
-from actordispatch.interfaces import IHandlerPool
+from actordispatch.interfaces import IHandlerPool, IProcessPool
 
 __all__ = ["WorkerHost"]
 
@@ -54,8 +54,8 @@ class WorkerHost:
     @param pool: where they run (by default an L{AmpoulePool} of 2 children).
     @param namespace: the dispatchers' namespace (see L{AMQPPool}).
     @param prefetch: messages a host takes before acknowledging any (by
-        default twice the pool's size): the rest wait in the queue for other
-        hosts.
+        default twice the pool's L{IProcessPool.size}, or 2 for a pool that
+        does not declare it): the rest wait in the queue for other hosts.
     @param tls: TLS options, for an C{amqps://} URL.
     @param max_request_size: cap, in bytes, on one message.
     @param name: this host's name in replies and logs (default
@@ -89,7 +89,8 @@ class WorkerHost:
 
             pool = AmpoulePool(size=2, reactor=reactor)
         self.pool = pool
-        size = getattr(pool, "size", 1)
+        # Its credit follows the processes serving it, when it declares them.
+        size = cast(IProcessPool, pool).size if IProcessPool.providedBy(pool) else 1
         self.prefetch = prefetch if prefetch is not None else 2 * max(1, size)
         if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int):
             raise ValueError(f"prefetch must be an int, not {prefetch!r}")

@@ -77,6 +77,9 @@ class RemotePool:
         dispatcher removes, for whatever reason.
     """
 
+    #: One worker process: the peer (L{IProcessPool.size}).
+    size = 1
+
     def __init__(
         self,
         connection: Any,

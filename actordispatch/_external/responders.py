@@ -10,7 +10,7 @@ hold (handlers, events in flight) is capped by its factory.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
@@ -44,6 +44,7 @@ from actordispatch._external.wire import (
 )
 from actordispatch._wire.codec import decode_finite, peer_json
 from actordispatch._wire.outcome_json import encode_items
+from actordispatch.interfaces import ITimedPool
 
 if TYPE_CHECKING:
     from actordispatch._dispatch.dispatcher import EventDispatcher
@@ -269,8 +270,10 @@ class PeerCommands(amp.CommandLocator):
         def effective_timeout(timeout: float | None, pool: str) -> float | None:
             if timeout is not None:
                 return timeout
-            default = getattr(pools.get(pool), "default_timeout", None)
-            return float(default) if isinstance(default, (int, float)) else None
+            found = pools.get(pool)
+            if not ITimedPool.providedBy(found):
+                return None
+            return float(cast(ITimedPool, found).default_timeout)
 
         listing = [
             {

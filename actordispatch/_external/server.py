@@ -187,11 +187,23 @@ class DispatcherAMP(FlowControlledAMP):
 
     def locateResponder(self, name: bytes) -> Any:
         """
-        The peer's commands are answered by L{commands}; AMP's own (its
-        default C{StartTLS}) as AMP answers them.
+        The peer's commands are answered by L{commands}, and only those.
+
+        AMP's built-in C{StartTLS} is not one of them: it would let any peer
+        switch a plaintext connection to TLS with a certificate of its own
+        choosing, which nothing here checks against the configured
+        authorities (TLS is L{listen}'s, from the first byte, with client
+        certificates).  It is answered, as any command that is not ours, with
+        AMP's C{UNHANDLED} error, and the connection keeps serving.
         """
-        found = self.commands.locateResponder(name)
-        return found if found is not None else super().locateResponder(name)
+        if name == amp.StartTLS.commandName:
+            _log.warn(
+                "external process at {peer} (connection {number}) asked for "
+                "StartTLS: refused",
+                peer=self.peer_address,
+                number=self.number,
+            )
+        return self.commands.locateResponder(name)
 
     def never_held(self, box: amp.AmpBox) -> bool:
         """

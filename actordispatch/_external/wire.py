@@ -167,7 +167,8 @@ class UnregisterHandler(amp.Command):
 class ListHandlers(amp.Command):
     """
     External process to dispatcher: the handlers registered, as a chunked JSON
-    array of objects (see L{DispatcherAMP.list_handlers}).
+    array of objects (see
+    L{PeerCommands.list_handlers<actordispatch._external.responders.PeerCommands.list_handlers>}).
     """
 
     commandName = b"ListHandlers"
@@ -205,9 +206,9 @@ class Invoke(amp.Command):
 class _KeepErrorCodes(dict[bytes, Any]):
     """
     A command's C{reverseErrors} that keeps the peer's error code: AMP turns
-    a code the command does not declare into L{amp.UnknownRemoteError}, whose
+    a code the command does not declare into C{amp.UnknownRemoteError}, whose
     code is C{UNKNOWN} and whose message is C{"Code<UNKNOWN>: description"};
-    here such a code builds an L{amp.RemoteAmpError} with the peer's own code
+    here such a code builds an C{amp.RemoteAmpError} with the peer's own code
     and description.
     """
 
@@ -226,7 +227,7 @@ def peer_error_message(error: Exception) -> str:
     The message of an error outcome for an AMP error a peer answered with a
     code other than C{HANDLER_ERROR}: its code, a colon and its description
     (C{"WEIRD: weird description"}).  AMP's own C{UNHANDLED} (the peer does
-    not implement the command) arrives as L{amp.UnhandledCommand}, which
+    not implement the command) arrives as C{amp.UnhandledCommand}, which
     carries the same two.
     """
     if isinstance(error, amp.RemoteAmpError):

@@ -2,7 +2,8 @@
 External processes over AMP, for real: a dispatcher with a real child pool
 listens on loopback; C{docs/examples/external_handler.py} runs as separate
 processes that serve as handlers and fire events; one is killed mid-event;
-TLS with client certificates lets in only the right peers; and a peer that
+TLS with client certificates lets in only the right peers, and AMP's StartTLS
+is refused; and a peer that
 never reads its answers costs the dispatcher (in a process of its own,
 C{tests/integration/amp_server.py}) a bounded amount of memory.
 """
@@ -24,11 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
+from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from actordispatch import EventDispatcher
 from actordispatch._external.listen import TLSServerOptions, listen
+from actordispatch._external.wire import ListHandlers
+from actordispatch.testing import FakePool
 from tests.integration.support import Authority, Collector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -427,3 +432,39 @@ class NonReadingPeerTests(SynchronousTestCase):
         """
         command = amp_box(_command=b"Fire", event=b"{}", keywords=b'{"kind": "big"}')
         self.assert_bounded(command, 1000)
+
+
+class StartTLSOverTCPTests(TestCase):
+    """
+    AMP's StartTLS, refused over a real loopback TCP connection, where
+    accepting it would switch the reactor's transport to TLS.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_refused_connection_stays_plaintext(self) -> Any:
+        """
+        A peer's StartTLS is answered UNHANDLED; the same connection then
+        answers ListHandlers, in plaintext.
+        """
+        dispatcher = EventDispatcher(("kind",), reactor=reactor, pool=FakePool())
+        yield dispatcher.start()
+        self.addCleanup(dispatcher.stop)
+        listener = yield listen(reactor, dispatcher, "tcp:0:interface=127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        peer = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getHost().port),
+            amp.AMP(),
+        )
+        self.addCleanup(peer.transport.loseConnection)
+        # A raw box: Twisted's callRemote(StartTLS) would hold back the
+        # client's later commands until TLS starts.
+        try:
+            yield peer.callRemoteString(b"StartTLS")
+        except amp.UnhandledCommand as refused:
+            self.assertIn("StartTLS", str(refused))
+        else:
+            self.fail("StartTLS was accepted")
+        answer = yield peer.callRemote(ListHandlers)
+        self.assertEqual(json.loads(answer["handlers"]), [])
