@@ -39,6 +39,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from actordispatch._core.errors import ChildEndedError, ProtocolError
+from actordispatch._core.sandbox import missing_layers
 from actordispatch._local.lifecycle import ChildState
 from actordispatch._wire.commands import FireFollowUp
 from actordispatch._wire.guarded import GuardedAMP
@@ -271,6 +272,28 @@ class Child:
     @property
     def pid(self) -> int | None:
         return self.amp.pid
+
+    def read_sandbox_report(
+        self, report: str | None, expected: tuple[str, ...]
+    ) -> None:
+        """
+        Keep the sandbox layers the child reports (JSON: layer to
+        C{"applied"} or why not), and say loudly, every time, which of the
+        C{expected} ones are not in force.
+        """
+        try:
+            self.sandbox = dict(json.loads(report or "{}"))
+        except ValueError:
+            self.sandbox = {}
+        missing = missing_layers(self.sandbox, expected=expected)
+        if missing:
+            _log.critical(
+                "child {pid}: sandbox layers NOT in force: {missing}",
+                pid=self.pid,
+                missing={
+                    name: self.sandbox.get(name, "not reported") for name in missing
+                },
+            )
 
     def signal(self, signal_number: int) -> None:
         """

@@ -13,7 +13,6 @@ from it when one ended, broke the protocol, or fired a follow-up event.
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,8 +24,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from actordispatch._core.errors import ChildEndedError
-from actordispatch._core.sandbox import missing_layers
 from actordispatch._local.child import Child, ChildLauncher, FollowUpSink
+from actordispatch._local.domains import claim_idle, replaceable
 from actordispatch._local.lifecycle import (
     ENDING,
     SERVING,
@@ -118,26 +117,9 @@ class Supervisor:
     def take_idle_for(self, handler: str) -> Child | None:
         """
         Under a trust-domain isolation: a free child that may run C{handler},
-        claimed for it; C{None} if there is none.  A child may run a handler
-        it already serves (not under C{"invocation"}, where each child runs
-        one invocation), or any handler if it has run nothing yet.
+        claimed for it (see L{claim_idle}); C{None} if there is none.
         """
-        fresh = None
-        for index in range(len(self._idle) - 1, -1, -1):
-            child = self._idle[index]
-            if child.owner == handler and (
-                not child.calls or self.isolation == "handler"
-            ):
-                del self._idle[index]
-                return child
-            if fresh is None and child.owner is None:
-                fresh = index
-        if fresh is None:
-            return None
-        child = self._idle[fresh]
-        del self._idle[fresh]
-        child.owner = handler
-        return child
+        return claim_idle(self._idle, handler, reuse=self.isolation == "handler")
 
     def make_room(self, domains: int) -> None:
         """
@@ -153,8 +135,7 @@ class Supervisor:
         # Only those that will serve: the others will stand by.
         coming = max(0, min(booting, self.target() - self._serving()))
         for _ in range(domains - coming):
-            # The one free longest: its handler has waited least for it.
-            taken = next((c for c in self._idle if c.owner is not None), None)
+            taken = replaceable(self._idle)
             if taken is None:
                 return
             self.retire(taken)
@@ -257,20 +238,7 @@ class Supervisor:
         if child.state is not ChildState.BOOTING:
             return
         self._boot_failures = 0
-        try:
-            child.sandbox = dict(json.loads(answer.get("sandbox") or "{}"))
-        except ValueError:
-            child.sandbox = {}
-        missing = missing_layers(child.sandbox, expected=self.expected_layers)
-        if missing:
-            # Loudly, every time: a sandbox layer asked for is not in force.
-            _log.critical(
-                "child {pid}: sandbox layers NOT in force: {missing}",
-                pid=child.pid,
-                missing={
-                    name: child.sandbox.get(name, "not reported") for name in missing
-                },
-            )
+        child.read_sandbox_report(answer.get("sandbox"), self.expected_layers)
         if self._serving() < self.target():
             transition(child, ChildState.IDLE)
             self._idle.append(child)
