@@ -431,3 +431,33 @@ class OperatorConfigTests(SynchronousTestCase):
             dispatcher.phase_specs, (Phase("a"), Phase("b", sequential=True))
         )
         self.assertEqual(dispatcher._max_depth, 2)
+
+
+class IsolationConfigTests(SynchronousTestCase):
+    """
+    A pool's isolation level and fork server come from TOML.
+    """
+
+    def test_isolation_and_fork_server(self) -> None:
+        """
+        C{sandbox = { isolation = "invocation" }} and C{fork_server} reach the
+        pool; an unknown level is an error naming the key.
+        """
+        from actordispatch._service.config import pool_arguments
+
+        config = parse_config(
+            '[dispatcher]\nkeywords = ["a"]\n[pools.default]\nfork_server = true\n'
+            'sandbox = { isolation = "invocation" }\n',
+            "iso.toml",
+        )
+        arguments = pool_arguments(config.pools["default"])
+        self.assertEqual(arguments["sandbox"].isolation, "invocation")
+        self.assertIs(arguments["fork_server"], True)
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(
+                '[dispatcher]\nkeywords = ["a"]\n[pools.default]\n'
+                'sandbox = { isolation = "process" }\n',
+                "iso.toml",
+            )
+        self.assertIn("pools.default.sandbox", str(caught.exception))
+        self.assertIn("isolation", str(caught.exception))

@@ -116,6 +116,7 @@ _POOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "quarantine_base": (int, float),
     "quarantine_cap": (int, float),
     "sandbox": dict,
+    "fork_server": bool,
 }
 _AMQP_POOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "amqp": str,
