@@ -29,7 +29,9 @@ L{AmpoulePool} is the front of the parts that do it, each in its own module:
    which of them new children import while they boot;
  - L{FollowUpDesk} hands the follow-up events its children's handlers fire to
    the dispatcher (L{AmpoulePool.set_follow_ups}), and I{parks} a child whose
-   handler waits for one, with a stand-in serving in its place.
+   handler waits for one, with a stand-in serving in its place; it bounds
+   each handler's follow-ups, so that a storm of them from one handler delays
+   only that handler's events.
 """
 
 from __future__ import annotations
@@ -102,8 +104,22 @@ class AmpoulePool:
     @ivar max_waiting: the most children parked at once, each waiting for
         a follow-up event its handler fired (each parked child has a
         stand-in); past it, a handler's waiting follow-up is refused.
+    @ivar max_waiting_per_handler: the most children parked at once for one
+        handler (the one whose invocation fired the follow-up); past it, that
+        handler's waiting follow-up is refused at once with a
+        L{FollowUpError} in the child, while other handlers' follow-ups go on.
+        A follow-up storm from one handler (each invocation firing a
+        follow-up and waiting for it) so takes at most this many children
+        (and stand-ins, each with the sandbox's memory allowance) and delays
+        only its own events.  0: that pool's handlers never wait.
     @ivar max_follow_ups: the most follow-up events one child's handlers may
         have running at once (waited for or not).
+    @ivar max_follow_ups_per_handler: the most follow-up events one handler
+        may have running at once over all children (waited for or not); past
+        it, its follow-up is refused.  Follow-up events skip the dispatcher's
+        queue and its C{max_in_flight}, so this is what bounds how much work
+        one handler's storm puts in the pool's shared queue ahead of other
+        handlers' events.
     @ivar reactor: the reactor (the global one by default).
     @ivar launcher: how children are started, and the clock of their spools
         (by default real ampoule children: L{AmpouleLauncher}); unit tests
@@ -129,7 +145,9 @@ class AmpoulePool:
     max_boot_failures: int = 5
     standby: int = 1
     max_waiting: int = 32
+    max_waiting_per_handler: int = 4
     max_follow_ups: int = 64
+    max_follow_ups_per_handler: int = 64
     reactor: Any = None
     launcher: ChildLauncher | None = None
     _queue: WorkQueue = field(factory=WorkQueue, init=False)
@@ -157,6 +175,10 @@ class AmpoulePool:
             raise ValueError(f"standby must be an int >= 0, not {self.standby!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {self.max_batch!r}")
+        for name in ("max_waiting_per_handler", "max_follow_ups_per_handler"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
         if self.max_reply_size < self.max_result_size:
             raise ValueError("max_reply_size must be at least max_result_size")
         if self.reactor is None:
@@ -241,6 +263,9 @@ class AmpoulePool:
             supervisor=self._supervisor,
             max_waiting=self.max_waiting,
             max_follow_ups=self.max_follow_ups,
+            max_waiting_per_handler=self.max_waiting_per_handler,
+            max_follow_ups_per_handler=self.max_follow_ups_per_handler,
+            spool_cap=self.max_reply_size,
         )
 
     def _spawn_arguments(self) -> dict[str, Any]:
