@@ -64,6 +64,7 @@ class StormTestCase(PoolTestCase):
                 child.boot()
         before = {id(c) for c in self.children.alive() if c.pending(RunBatch)}
         self.invoke(invocation(name))
+        self.clock.advance(0)  # a waiting handler's invocations go next turn
         (running,) = [
             c
             for c in self.children.alive()
@@ -89,6 +90,7 @@ class PerHandlerWaitingTests(StormTestCase):
         third = self.children.children[-1]
         third.boot()
         self.invoke(invocation("storm"))
+        self.clock.advance(0)
         failure = self.failureResultOf(self.fire(third), FollowUpError)
         self.assertIn("max_waiting_per_handler=2", str(failure.value))
         self.assertIn("mod:storm", str(failure.value))
@@ -115,14 +117,15 @@ class PerHandlerWaitingTests(StormTestCase):
 
     def test_mixed_batch_charged_to_running_handler(self) -> None:
         """
-        In a batch of several handlers, a follow-up is charged to the handler
-        running (the first its spool does not show finished), not to the
-        batch's first one.
+        In a batch of several handlers (queued before any of them waited), a
+        follow-up is charged to the handler running (the first its spool
+        does not show finished), not to the batch's first one.
         """
         self.storm_pool(max_waiting_per_handler=1)
-        self.park_new("storm")
-        stand_in = self.child(1)
+        self.invoke(invocation("storm"))
         self.invoke(invocation("storm"), invocation("calm"))
+        self.assertNoResult(self.fire(self.child(0)))  # parked: a stand-in
+        stand_in = self.child(1)
         stand_in.boot()
         self.assertEqual(stand_in.batch(), ["mod:storm", "mod:calm"])
         stand_in.start_batch()
@@ -143,6 +146,7 @@ class PerHandlerWaitingTests(StormTestCase):
         stand_in = self.child(1)
         stand_in.boot()
         self.invoke(invocation("storm"))
+        self.clock.advance(0)
         self.failureResultOf(self.fire(stand_in), FollowUpError)
         self.answer(0)
         self.successResultOf(waited)  # its answer is for nobody
@@ -182,3 +186,48 @@ class PerHandlerFollowUpTests(StormTestCase):
         first.run([None])
         self.invoke(invocation("storm"))
         self.successResultOf(self.fire(first, wait=False))
+
+
+class WaiterLaneTests(StormTestCase):
+    def test_waiting_handler_never_batched_with_others(self) -> None:
+        """
+        Once a handler has waited for a follow-up, its invocations wait in
+        its own line, out of the shared queue: the others' work goes first,
+        batched without them; the line's go alone, each to a child the
+        shared queue leaves free.
+        """
+        pool = self.storm_pool(size=1)
+        self.park_new("storm")
+        stand_in = self.child(1)
+        stand_in.boot()
+        lined = self.invoke(invocation("storm"), invocation("storm"))
+        self.invoke(invocation("calm"), invocation("calm"), invocation("calm"))
+        self.clock.advance(0)
+        self.assertEqual(stand_in.batch(), ["mod:calm"])
+        self.assertEqual(pool.queued(), 4)
+        stand_in.run([None])
+        self.assertEqual(stand_in.batch(), ["mod:calm", "mod:calm"])
+        stand_in.run([None, None])
+        self.assertEqual(stand_in.batch(), ["mod:storm"])
+        stand_in.run([1])
+        self.assertEqual(stand_in.batch(), ["mod:storm"])
+        stand_in.run([2])
+        self.assertEqual([self.outcome(d).value for d in lined], [1, 2])
+        self.assertEqual(pool.queued(), 0)
+
+    def test_abort_ends_lined_up_jobs(self) -> None:
+        """
+        Stopping the pool ends the invocations waiting in a line "skipped",
+        as it ends the shared queue's.
+        """
+        pool = self.storm_pool(size=1)
+        self.park_new("storm")
+        stand_in = self.child(1)
+        stand_in.boot()
+        self.invoke(invocation("calm"))
+        (lined,) = self.invoke(invocation("storm"))
+        self.clock.advance(0)
+        self.assertEqual(pool.queued(), 1)
+        pool.stop()
+        self.assertEqual(self.outcome(lined).status, "skipped")
+        self.assertEqual(pool.queued(), 0)

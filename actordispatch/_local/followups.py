@@ -73,6 +73,16 @@ class FollowUpDesk:
     #: per handler: children parked for it, follow-up events it has running
     _parked_by: Counter[str] = field(factory=Counter, init=False)
     _running_by: Counter[str] = field(factory=Counter, init=False)
+    #: the handlers that have waited (or tried to) for a follow-up event
+    _waiters: set[str] = field(factory=set, init=False)
+
+    def waits(self, handler: str) -> bool:
+        """
+        Whether C{handler} has waited (or tried to wait) for a follow-up event
+        in this pool: its invocations then go alone to children the other
+        work leaves free (see L{actordispatch._local.lanes}).
+        """
+        return handler in self._waiters
 
     def parked_by(self, handler: str) -> int:
         """
@@ -135,6 +145,8 @@ class FollowUpDesk:
                 )
             )
         handler = self._firing_handler(child, batch)
+        if wait:
+            self._waiters.add(handler)
         running = self._running_by[handler]
         if running >= self.max_follow_ups_per_handler:
             return fail(

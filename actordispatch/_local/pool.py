@@ -31,7 +31,10 @@ L{AmpoulePool} is the front of the parts that do it, each in its own module:
    the dispatcher (L{AmpoulePool.set_follow_ups}), and I{parks} a child whose
    handler waits for one, with a stand-in serving in its place; it bounds
    each handler's follow-ups, so that a storm of them from one handler delays
-   only that handler's events.
+   only that handler's events;
+ - L{WaiterLanes} keeps the invocations of handlers that wait for follow-up
+   events out of the shared queue and out of other handlers' batches: each
+   goes alone to a child the shared queue leaves free.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from actordispatch._local.child import (
 )
 from actordispatch._local.deadlines import DeadlineWatch
 from actordispatch._local.followups import FollowUpDesk, FollowUps
+from actordispatch._local.lanes import WaiterLanes
 from actordispatch._local.quarantine import Quarantine
 from actordispatch._local.settling import SpoolSettler
 from actordispatch._local.supervisor import Supervisor
@@ -159,6 +163,8 @@ class AmpoulePool:
     _checks: HandlerChecks = field(init=False)
     _batches: BatchRunner = field(init=False)
     _follow_ups: FollowUpDesk = field(init=False)
+    _lanes: WaiterLanes = field(init=False)
+    _feeding: Any = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.size < 1:
@@ -206,12 +212,10 @@ class AmpoulePool:
             max_boot_failures=self.max_boot_failures,
             spawn_arguments=self._spawn_arguments,
             expected_layers=self.sandbox.layer_names(),
-            on_free=lambda: self._batches.pump(),
+            on_free=self._on_free,
             on_ended=lambda child, ended: self._batches.child_ended(child, ended),
             on_boot_death=self._preloads.go_cold,
-            on_pool_down=lambda message: self._queue.drain(
-                "crashed", "actordispatch.PoolDown", message, message
-            ),
+            on_pool_down=self._pool_down,
             on_protocol_error=lambda child, message: self._batches.protocol_error(
                 child, message
             ),
@@ -267,6 +271,32 @@ class AmpoulePool:
             max_follow_ups_per_handler=self.max_follow_ups_per_handler,
             spool_cap=self.max_reply_size,
         )
+        self._lanes = WaiterLanes(
+            supervisor=self._supervisor,
+            queue=self._queue,
+            send=self._batches.submit,
+            waits=self._follow_ups.waits,
+        )
+
+    def _on_free(self) -> None:
+        """
+        A child may take work: what the shared queue holds first, then what
+        waits in the lanes of handlers that wait for follow-ups.
+        """
+        self._batches.pump()
+        self._lanes.feed()
+
+    def _feed_soon(self) -> None:
+        """
+        Feed the lanes on the next turn: work submitted now may be an
+        outcome's consequence, sent out in batches once it is all in.
+        """
+        if self._feeding is None or not self._feeding.active():
+            self._feeding = self.reactor.callLater(0, self._lanes.feed)
+
+    def _pool_down(self, message: str) -> None:
+        self._queue.drain("crashed", "actordispatch.PoolDown", message, message)
+        self._lanes.drain("crashed", "actordispatch.PoolDown", message)
 
     def _spawn_arguments(self) -> dict[str, Any]:
         """
@@ -315,7 +345,7 @@ class AmpoulePool:
         """
         How many invocations and checks wait for a child.
         """
-        return len(self._queue)
+        return len(self._queue) + len(self._lanes)
 
     def quarantined(self) -> dict[str, float]:
         """
@@ -346,6 +376,9 @@ class AmpoulePool:
         End everything at once: running invocations end C{"timeout"} (their
         children are killed), queued ones C{"skipped"}, checks fail.
         """
+        self._lanes.drain(
+            "skipped", "actordispatch.Aborted", f"{message} before this ran"
+        )
         self._batches.abort(message)
 
     # --- follow-up events --------------------------------------------------------
@@ -396,6 +429,10 @@ class AmpoulePool:
         Run each job's invocation (a phase's, handed over together) and settle
         each job with its outcome.  When a child is idle and nothing waits, a
         lone invocation goes to it at once; otherwise they are queued, then
-        shared out among the idle children in batches.
+        shared out among the idle children in batches.  The invocations of a
+        handler that waits for follow-up events wait in its own line instead,
+        and go alone to children the rest leaves free (L{WaiterLanes}).
         """
-        self._batches.submit(jobs)
+        self._lanes.submit(jobs)
+        if self._lanes:
+            self._feed_soon()
