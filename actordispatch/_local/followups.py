@@ -68,6 +68,9 @@ class FollowUpDesk:
     max_follow_ups_per_handler: int
     spool_cap: int
     sink: FollowUps | None = field(default=None, init=False)
+    #: while a follow-up event of a handler that waits is handed to the sink:
+    #: that handler, and whether it waits for this one
+    firing: tuple[str, bool] | None = field(default=None, init=False)
     #: children parked, each with the handler it is parked for
     _parked_for: dict[Child, str] = field(factory=dict, init=False)
     #: per handler: children parked for it, follow-up events it has running
@@ -180,12 +183,16 @@ class FollowUpDesk:
         if not isinstance(parsed, dict):
             return fail(FollowUpError("the keywords must be a JSON object"))
         depth = max(p.invocation.depth for p in batch.items) + 1
+        # What the event's first phase submits now is this handler's work.
+        self.firing = (handler, wait) if handler in self._waiters else None
         try:
             number, fired = self.sink(depth, event, parsed, on_error)
         except FollowUpError as e:
             return fail(e)
         except (ValueError, TypeError, ActorDispatchError) as e:
             return fail(FollowUpError(str(e)))
+        finally:
+            self.firing = None
         child.follow_ups += 1
         self._running_by[handler] += 1
         if wait:

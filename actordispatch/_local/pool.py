@@ -276,6 +276,7 @@ class AmpoulePool:
             queue=self._queue,
             send=self._batches.submit,
             waits=self._follow_ups.waits,
+            firing=lambda: self._follow_ups.firing,
         )
 
     def _on_free(self) -> None:
