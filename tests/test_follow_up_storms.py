@@ -231,3 +231,57 @@ class WaiterLaneTests(StormTestCase):
         pool.stop()
         self.assertEqual(self.outcome(lined).status, "skipped")
         self.assertEqual(pool.queued(), 0)
+
+    def test_follow_ups_of_a_waiting_handler_lined_up_first(self) -> None:
+        """
+        The follow-up events a waiting handler fires run in its line, the
+        ones it waits for at the front (they bring parked children back):
+        the stand-in runs the follow-up before the handler's next invocation.
+        """
+        pool = self.started()
+        answers: list[Deferred[Any]] = []
+
+        def sink(depth: int, event: bytes, keywords: Any, on_error: Any) -> Any:
+            answers.append(pool.invoke(invocation("answer")))
+            return len(answers), Deferred()
+
+        pool.set_follow_ups(sink)
+        self.invoke(invocation("storm"))
+        self.assertNoResult(self.fire(self.child(0)))
+        (lined,) = self.invoke(invocation("storm"))
+        self.clock.advance(0)
+        self.assertEqual(pool.queued(), 2)
+        stand_in = self.child(1)
+        stand_in.boot()
+        self.assertEqual(stand_in.batch(), ["mod:answer"])
+        stand_in.run(["re"])
+        self.assertEqual(self.outcome(answers[0]).value, "re")
+        self.assertEqual(stand_in.batch(), ["mod:storm"])
+        stand_in.run([2])
+        self.assertEqual(self.outcome(lined).value, 2)
+
+    def test_one_idle_child_left_to_the_shared_queue(self) -> None:
+        """
+        While lined-up work runs on children that are not parked, the lines
+        leave one idle child free: an unrelated invocation arriving then goes
+        to it at once.
+        """
+        pool = self.storm_pool(size=3)
+        parked, _ = self.park_new("storm")
+        self.answer(0)
+        parked.run([None])  # the handler waits no more
+        self.clock.advance(0)
+        serving = len(pool.child_pids())
+        for child in self.children.alive():
+            if child.pending(Ping):
+                child.boot()
+        self.invoke(*[invocation("storm") for _ in range(5)])
+        self.clock.advance(0)
+        busy = [c for c in self.children.alive() if c.pending(RunBatch)]
+        self.assertEqual(len(busy), serving - 1)
+        self.assertEqual(pool.queued(), 5 - len(busy))
+        self.invoke(invocation("calm"))
+        (free,) = [
+            c for c in self.children.alive() if c.pending(RunBatch) and c not in busy
+        ]
+        self.assertEqual(free.batch(), ["mod:calm"])

@@ -83,6 +83,14 @@ class AmpoulePool:
     """
     A supervised pool of child processes that run handlers.
 
+    A follow-up storm from one handler (its invocations each firing a
+    follow-up event and waiting for it) delays only that handler's events:
+    it parks at most C{max_waiting_per_handler} children, has at most
+    C{max_follow_ups_per_handler} follow-ups running, and once a handler has
+    waited, its work (and its follow-ups' first phase) waits in its own line
+    instead of the shared queue, going alone to children the rest leaves free
+    (L{WaiterLanes}; docs/semantics.rst, "Follow-up events").
+
     @ivar size: how many children to keep alive.
     @ivar default_timeout: seconds an invocation may run when it set none.
     @ivar max_batch: the most invocations sent in one AMP call.
