@@ -64,7 +64,7 @@ from actordispatch._local.lanes import WaiterLanes
 from actordispatch._local.quarantine import Quarantine
 from actordispatch._local.settling import SpoolSettler
 from actordispatch._local.supervisor import Supervisor
-from actordispatch._local.work import Preloads, Waiting, WorkQueue
+from actordispatch._local.work import Preloads, Waiting, WorkQueue, cancel_call
 from actordispatch._wire.codec import DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_RESULT_SIZE
 from actordispatch._wire.commands import AMP_MAX_VALUE
 from actordispatch.interfaces import (
@@ -377,6 +377,7 @@ class AmpoulePool:
         """
         self._supervisor.running = False
         self._deadlines.stop()
+        cancel_call(self._feeding)
         self.abort("the pool was stopped")
         return self._supervisor.stop()
 
