@@ -76,16 +76,9 @@ class FollowUpDesk:
     #: per handler: children parked for it, follow-up events it has running
     _parked_by: Counter[str] = field(factory=Counter, init=False)
     _running_by: Counter[str] = field(factory=Counter, init=False)
-    #: the handlers that have waited (or tried to) for a follow-up event
-    _waiters: set[str] = field(factory=set, init=False)
-
-    def waits(self, handler: str) -> bool:
-        """
-        Whether C{handler} has waited (or tried to wait) for a follow-up event
-        in this pool: its invocations then go alone to children the other
-        work leaves free (see L{actordispatch._local.lanes}).
-        """
-        return handler in self._waiters
+    #: the handlers that have waited (or tried to) for a follow-up event in
+    #: this pool: their work goes in lines (see L{actordispatch._local.lanes})
+    waiters: set[str] = field(factory=set, init=False)
 
     def parked_by(self, handler: str) -> int:
         """
@@ -149,7 +142,7 @@ class FollowUpDesk:
             )
         handler = self._firing_handler(child, batch)
         if wait:
-            self._waiters.add(handler)
+            self.waiters.add(handler)
         running = self._running_by[handler]
         if running >= self.max_follow_ups_per_handler:
             return fail(
@@ -184,7 +177,7 @@ class FollowUpDesk:
             return fail(FollowUpError("the keywords must be a JSON object"))
         depth = max(p.invocation.depth for p in batch.items) + 1
         # What the event's first phase submits now is this handler's work.
-        self.firing = (handler, wait) if handler in self._waiters else None
+        self.firing = (handler, wait) if handler in self.waiters else None
         try:
             number, fired = self.sink(depth, event, parsed, on_error)
         except FollowUpError as e:

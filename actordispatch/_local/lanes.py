@@ -27,6 +27,7 @@ from attrs import define, field
 
 from actordispatch._core.invocation import Invocation, Job
 from actordispatch._core.result import HandlerOutcome, Status
+from actordispatch._local.followups import FollowUpDesk
 from actordispatch._local.supervisor import Supervisor
 from actordispatch._local.work import WorkQueue
 
@@ -55,17 +56,16 @@ class WaiterLanes:
     One line of work per handler that waits for follow-up events.
 
     @ivar send: hands jobs on to be batched (the pool's batch runner).
-    @ivar waits: whether a handler has waited for a follow-up event.
-    @ivar firing: while a follow-up event is being fired, the handler that
-        fired it if it is one that waits, and whether it waits for this one.
+    @ivar desk: tells which handlers wait for follow-ups (C{waiters}) and,
+        while a follow-up event is being fired, which such handler fired it
+        and whether it waits for it (C{firing}).
     @ivar running: jobs sent from the lines, not settled yet.
     """
 
     supervisor: Supervisor
     queue: WorkQueue
     send: Callable[[Sequence[Job]], None]
-    waits: Callable[[str], bool]
-    firing: Callable[[], tuple[str, bool] | None]
+    desk: FollowUpDesk
     running: int = field(default=0, init=False)
     _lines: dict[str, deque[Job]] = field(factory=dict, init=False)
     #: the handlers with a line, in their turn
@@ -86,7 +86,8 @@ class WaiterLanes:
         Line up the work of handlers that wait for follow-ups (L{feed} sends
         it); send the rest on to be batched, together.
         """
-        firing = self.firing()
+        desk = self.desk
+        firing = desk.firing
         if firing is not None:
             handler, waited = firing
             line = self._line(handler)
@@ -95,11 +96,14 @@ class WaiterLanes:
             else:
                 line.extend(jobs)
             return
-        waits = self.waits
+        waiters = desk.waiters
+        if not waiters:
+            self.send(jobs)  # the usual case: no handler of this pool waits
+            return
         others = []
         for job in jobs:
             handler = job.invocation.handler
-            if waits(handler):
+            if handler in waiters:
                 self._line(handler).append(job)
             else:
                 others.append(job)

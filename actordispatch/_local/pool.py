@@ -283,8 +283,7 @@ class AmpoulePool:
             supervisor=self._supervisor,
             queue=self._queue,
             send=self._batches.submit,
-            waits=self._follow_ups.waits,
-            firing=lambda: self._follow_ups.firing,
+            desk=self._follow_ups,
         )
 
     def _on_free(self) -> None:
