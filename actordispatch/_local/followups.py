@@ -11,10 +11,12 @@ A follow-up storm (many invocations of one handler, each firing a follow-up
 and waiting for it) must delay only that handler's events (issue 16), so the
 desk also bounds each I{handler}: at most C{max_waiting_per_handler} children
 parked for it, and at most C{max_follow_ups_per_handler} follow-up events it
-fired running at once (those are what its storm adds to the pool's shared
-queue, ahead of other handlers' work).  Past either, its follow-up is refused
-at once with a L{FollowUpError} in the child: nothing of it waits anywhere,
-so the handler's outcome comes as soon as it handles the refusal.
+fired running at once, waited for or not (what it can add to the pool's
+work).  Past either, its follow-up is refused at once with a L{FollowUpError}
+in the child: nothing of it waits anywhere, so the handler's outcome comes as
+soon as it handles the refusal.  The desk also notes which handlers wait
+(C{waiters}): the pool keeps their work in lines of its own
+(L{actordispatch._local.lanes.WaiterLanes}).
 """
 
 from __future__ import annotations
@@ -79,19 +81,6 @@ class FollowUpDesk:
     #: the handlers that have waited (or tried to) for a follow-up event in
     #: this pool: their work goes in lines (see L{actordispatch._local.lanes})
     waiters: set[str] = field(factory=set, init=False)
-
-    def parked_by(self, handler: str) -> int:
-        """
-        How many children are parked, waiting for follow-up events C{handler}
-        fired.
-        """
-        return self._parked_by[handler]
-
-    def running_by(self, handler: str) -> int:
-        """
-        How many follow-up events C{handler} fired are running.
-        """
-        return self._running_by[handler]
 
     def _firing_handler(self, child: Child, batch: Batch) -> str:
         """
