@@ -96,7 +96,9 @@ def fire_event(
     @return: a Deferred; it fails with L{FollowUpError} (or
         L{FollowUpDepthError}) when the dispatcher refuses the event: a
         keyword not allowed, an event too large or not encodable, too deep,
-        too many follow-ups at once, or the dispatcher stopping.
+        too many follow-ups at once (for this child, or this handler), too
+        many children already waiting (in the pool, or for this handler:
+        C{max_waiting_per_handler}), or the dispatcher stopping.
     """
     if _sender is None:
         return fail(

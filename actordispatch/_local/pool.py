@@ -29,7 +29,12 @@ L{AmpoulePool} is the front of the parts that do it, each in its own module:
    which of them new children import while they boot;
  - L{FollowUpDesk} hands the follow-up events its children's handlers fire to
    the dispatcher (L{AmpoulePool.set_follow_ups}), and I{parks} a child whose
-   handler waits for one, with a stand-in serving in its place.
+   handler waits for one, with a stand-in serving in its place; it bounds
+   each handler's follow-ups, so that a storm of them from one handler delays
+   only that handler's events;
+ - L{WaiterLanes} keeps the invocations of handlers that wait for follow-up
+   events out of the shared queue and out of other handlers' batches: each
+   goes alone to a child the shared queue leaves free.
 """
 
 from __future__ import annotations
@@ -56,10 +61,11 @@ from actordispatch._local.child import (
 from actordispatch._local.deadlines import DeadlineWatch
 from actordispatch._local.followups import FollowUpDesk, FollowUps
 from actordispatch._local.forkserver import ForkServerLauncher
+from actordispatch._local.lanes import WaiterLanes
 from actordispatch._local.quarantine import Quarantine
 from actordispatch._local.settling import SpoolSettler
 from actordispatch._local.supervisor import Supervisor
-from actordispatch._local.work import Preloads, Waiting, WorkQueue
+from actordispatch._local.work import Preloads, Waiting, WorkQueue, cancel_call
 from actordispatch._wire.codec import DEFAULT_MAX_REPLY_SIZE, DEFAULT_MAX_RESULT_SIZE
 from actordispatch._wire.commands import AMP_MAX_VALUE
 from actordispatch.interfaces import (
@@ -77,6 +83,14 @@ __all__ = ["CHILD_BOOTSTRAP", "AmpoulePool", "FollowUps", "child_environment"]
 class AmpoulePool:
     """
     A supervised pool of child processes that run handlers.
+
+    A follow-up storm from one handler (its invocations each firing a
+    follow-up event and waiting for it) delays only that handler's events:
+    it parks at most C{max_waiting_per_handler} children, has at most
+    C{max_follow_ups_per_handler} follow-ups running, and once a handler has
+    waited, its work (and its follow-ups' first phase) waits in its own line
+    instead of the shared queue, going alone to children the rest leaves free
+    (L{WaiterLanes}; docs/semantics.rst, "Follow-up events").
 
     @ivar size: how many children to keep alive.
     @ivar default_timeout: seconds an invocation may run when it set none.
@@ -103,8 +117,22 @@ class AmpoulePool:
     @ivar max_waiting: the most children parked at once, each waiting for
         a follow-up event its handler fired (each parked child has a
         stand-in); past it, a handler's waiting follow-up is refused.
+    @ivar max_waiting_per_handler: the most children parked at once for one
+        handler (the one whose invocation fired the follow-up); past it, that
+        handler's waiting follow-up is refused at once with a
+        L{FollowUpError} in the child, while other handlers' follow-ups go on.
+        A follow-up storm from one handler (each invocation firing a
+        follow-up and waiting for it) so takes at most this many children
+        (and stand-ins, each with the sandbox's memory allowance) and delays
+        only its own events.  0: that pool's handlers never wait.
     @ivar max_follow_ups: the most follow-up events one child's handlers may
         have running at once (waited for or not).
+    @ivar max_follow_ups_per_handler: the most follow-up events one handler
+        may have running at once over all children (waited for or not); past
+        it, its follow-up is refused.  Follow-up events skip the dispatcher's
+        queue and its C{max_in_flight}, so this is what bounds how much work
+        one handler's storm puts in the pool's shared queue ahead of other
+        handlers' events.
     @ivar reactor: the reactor (the global one by default).
     @ivar fork_server: fork children from a template process (a few
         milliseconds each) rather than start each as a new interpreter (a few
@@ -134,7 +162,9 @@ class AmpoulePool:
     max_boot_failures: int = 5
     standby: int = 1
     max_waiting: int = 32
+    max_waiting_per_handler: int = 4
     max_follow_ups: int = 64
+    max_follow_ups_per_handler: int = 64
     reactor: Any = None
     launcher: ChildLauncher | None = None
     fork_server: bool | None = None
@@ -147,6 +177,8 @@ class AmpoulePool:
     _checks: HandlerChecks = field(init=False)
     _batches: BatchRunner = field(init=False)
     _follow_ups: FollowUpDesk = field(init=False)
+    _lanes: WaiterLanes = field(init=False)
+    _feeding: Any = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.size < 1:
@@ -163,6 +195,10 @@ class AmpoulePool:
             raise ValueError(f"standby must be an int >= 0, not {self.standby!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {self.max_batch!r}")
+        for name in ("max_waiting_per_handler", "max_follow_ups_per_handler"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, not {value!r}")
         if self.max_reply_size < self.max_result_size:
             raise ValueError("max_reply_size must be at least max_result_size")
         if self.reactor is None:
@@ -196,12 +232,10 @@ class AmpoulePool:
             max_boot_failures=self.max_boot_failures,
             spawn_arguments=self._spawn_arguments,
             expected_layers=self.sandbox.layer_names(),
-            on_free=lambda: self._batches.pump(),
+            on_free=self._on_free,
             on_ended=lambda child, ended: self._batches.child_ended(child, ended),
             on_boot_death=self._preloads.go_cold,
-            on_pool_down=lambda message: self._queue.drain(
-                "crashed", "actordispatch.PoolDown", message, message
-            ),
+            on_pool_down=self._pool_down,
             on_protocol_error=lambda child, message: self._batches.protocol_error(
                 child, message
             ),
@@ -254,7 +288,36 @@ class AmpoulePool:
             supervisor=self._supervisor,
             max_waiting=self.max_waiting,
             max_follow_ups=self.max_follow_ups,
+            max_waiting_per_handler=self.max_waiting_per_handler,
+            max_follow_ups_per_handler=self.max_follow_ups_per_handler,
+            spool_cap=self.max_reply_size,
         )
+        self._lanes = WaiterLanes(
+            supervisor=self._supervisor,
+            queue=self._queue,
+            send=self._batches.submit,
+            desk=self._follow_ups,
+        )
+
+    def _on_free(self) -> None:
+        """
+        A child may take work: what the shared queue holds first, then what
+        waits in the lanes of handlers that wait for follow-ups.
+        """
+        self._batches.pump()
+        self._lanes.feed()
+
+    def _feed_soon(self) -> None:
+        """
+        Feed the lanes on the next turn: work submitted now may be an
+        outcome's consequence, sent out in batches once it is all in.
+        """
+        if self._feeding is None or not self._feeding.active():
+            self._feeding = self.reactor.callLater(0, self._lanes.feed)
+
+    def _pool_down(self, message: str) -> None:
+        self._queue.drain("crashed", "actordispatch.PoolDown", message, message)
+        self._lanes.drain("crashed", "actordispatch.PoolDown", message)
 
     def _spawn_arguments(self) -> dict[str, Any]:
         """
@@ -307,7 +370,7 @@ class AmpoulePool:
         """
         How many invocations and checks wait for a child.
         """
-        return len(self._queue)
+        return len(self._queue) + len(self._lanes)
 
     def quarantined(self) -> dict[str, float]:
         """
@@ -330,6 +393,7 @@ class AmpoulePool:
         """
         self._supervisor.running = False
         self._deadlines.stop()
+        cancel_call(self._feeding)
         self.abort("the pool was stopped")
         launcher = self.launcher
         assert launcher is not None
@@ -340,6 +404,9 @@ class AmpoulePool:
         End everything at once: running invocations end C{"timeout"} (their
         children are killed), queued ones C{"skipped"}, checks fail.
         """
+        self._lanes.drain(
+            "skipped", "actordispatch.Aborted", f"{message} before this ran"
+        )
         self._batches.abort(message)
 
     # --- follow-up events --------------------------------------------------------
@@ -393,6 +460,10 @@ class AmpoulePool:
         Run each job's invocation (a phase's, handed over together) and settle
         each job with its outcome.  When a child is idle and nothing waits, a
         lone invocation goes to it at once; otherwise they are queued, then
-        shared out among the idle children in batches.
+        shared out among the idle children in batches.  The invocations of a
+        handler that waits for follow-up events wait in its own line instead,
+        and go alone to children the rest leaves free (L{WaiterLanes}).
         """
-        self._batches.submit(jobs)
+        self._lanes.submit(jobs)
+        if self._lanes:
+            self._feed_soon()

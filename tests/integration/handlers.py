@@ -225,3 +225,20 @@ def hoard_then_return(event: dict[str, Any]) -> str:
             used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         _hoard.append(b"h" * (limit - used - (event["leave_mib"] << 20)))
     return "y" * (event["mib"] << 20)
+
+
+async def storm(event: dict[str, Any]) -> dict[str, Any]:
+    """
+    Fire a follow-up event C{{"seconds": ...}} (C{kind="storm_answer"}) and
+    wait for it: one drop of a follow-up storm.  Returns whether it was
+    answered, or the refusal.
+    """
+    from actordispatch.children import fire_event
+
+    try:
+        result = await fire_event(
+            {"seconds": event.get("seconds", 0.2)}, kind="storm_answer"
+        )
+    except Exception as e:
+        return {"refused": type(e).__name__, "message": str(e)}
+    return {"answered": result.ok}
