@@ -94,19 +94,27 @@ def resolve_handler(name: str) -> Callable[[Any], Any]:
 _statm: int | None = None
 
 
-def resident_memory() -> int | None:
+def _statm_bytes(field: int) -> int | None:
     """
-    This process's resident set size in bytes, or C{None} where C{/proc} has no
-    answer.  (One C{pread} on a descriptor kept open: it is read after every
-    batch.)
+    Field C{field} of C{/proc/self/statm} (0: address space, 1: resident set),
+    in bytes, or C{None} where C{/proc} has no answer.  (One C{pread} on a
+    descriptor kept open.)
     """
     global _statm
     try:
         if _statm is None:
             _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-        return int(os.pread(_statm, 128, 0).split()[1]) * _PAGE_SIZE
+        return int(os.pread(_statm, 128, 0).split()[field]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return None
+
+
+def resident_memory() -> int | None:
+    """
+    This process's resident set size in bytes, or C{None} where C{/proc} has no
+    answer (it is read after every batch).
+    """
+    return _statm_bytes(1)
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -126,10 +134,8 @@ def _memory_is_tight(size: int) -> bool:
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     if limit == resource.RLIM_INFINITY:
         return False
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            used = int(statm.read().split()[0]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
+    used = _statm_bytes(0)
+    if used is None:
         return True
     # The encoder's buffers grow by doubling, and the text is copied once more.
     return limit - used < 8 * size + (64 << 20)

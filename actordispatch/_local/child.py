@@ -47,12 +47,16 @@ from actordispatch._wire.pipes import read_more, widen, write_now
 
 _log = Logger()
 
-#: The child's bootstrap: our own entry point (see L{actordispatch.children.main}).
-#: The current directory (where handler modules are often found) is searched
-#: last, so a source checkout there cannot shadow the installed package.
-CHILD_BOOTSTRAP = (
+#: Every bootstrap starts so: the current directory (where handler modules are
+#: often found) is searched last, so a source checkout there cannot shadow the
+#: installed package.
+SEARCH_CWD_LAST = (
     "import sys; sys.path[:] = [*sys.path[1:], sys.path[0]] if sys.path[:1] == ['']"
-    " else sys.path; from actordispatch.children.main import main; main()"
+    " else sys.path; "
+)
+#: The child's bootstrap: our own entry point (see L{actordispatch.children.main}).
+CHILD_BOOTSTRAP = (
+    SEARCH_CWD_LAST + "from actordispatch.children.main import main; main()"
 )
 #: The AMP child class the children run.
 CHILD_CLASS = "actordispatch.children.host.HandlerHost"

@@ -30,14 +30,18 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from actordispatch._local.child import Child, FollowUpSink, spawn_child
+from actordispatch._local.child import (
+    SEARCH_CWD_LAST,
+    Child,
+    FollowUpSink,
+    spawn_child,
+)
 
 _log = Logger()
 
 #: How the template starts: its entry point, with the parent's pid.
 TEMPLATE_BOOTSTRAP = (
-    "import sys; sys.path[:] = [*sys.path[1:], sys.path[0]] if sys.path[:1] == ['']"
-    " else sys.path; from actordispatch.children.forkserver import main; main()"
+    SEARCH_CWD_LAST + "from actordispatch.children.forkserver import main; main()"
 )
 #: The descriptors every forked child gets (see the template's C{CHILD_FDS}).
 CHILD_FDS = 6
